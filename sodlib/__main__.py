@@ -1,0 +1,4 @@
+"""``python -m sodlib ...``: see :mod:`sodlib.cli`."""
+from sodlib.cli import main
+
+raise SystemExit(main())
