@@ -1,0 +1,14 @@
+"""COCO data: reading and validation, size bins, torch Datasets, and the embedded synthetic dataset."""
+from sodlib.data.paths import coco_mini_dir, coco_root, data_dir
+from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin, in_size_bin, size_bin_label
+
+__all__ = [
+    "SIZE_BINS",
+    "annotation_areas",
+    "coco_mini_dir",
+    "coco_root",
+    "count_by_size_bin",
+    "data_dir",
+    "in_size_bin",
+    "size_bin_label",
+]
