@@ -1,14 +1,22 @@
 """COCO data: reading and validation, size bins, torch Datasets, and the embedded synthetic dataset."""
+from sodlib.data.coco import CocoFormatError, load_coco, validate_coco
+from sodlib.data.dataset import CocoDetection, detection_collate, read_image
 from sodlib.data.paths import coco_mini_dir, coco_root, data_dir
 from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin, in_size_bin, size_bin_label
 
 __all__ = [
     "SIZE_BINS",
+    "CocoDetection",
+    "CocoFormatError",
     "annotation_areas",
     "coco_mini_dir",
     "coco_root",
     "count_by_size_bin",
     "data_dir",
+    "detection_collate",
     "in_size_bin",
+    "load_coco",
+    "read_image",
     "size_bin_label",
+    "validate_coco",
 ]
