@@ -1,0 +1,86 @@
+"""``python -m sodlib data ...``: write the embedded dataset, a benchmark-scale json, or check a COCO file.
+
+- ``data embedded``: the embedded train and val splits under ``data/embedded`` (written once, reused).
+- ``data synth --out DIR --images N --seed S``: a synthetic COCO dataset of your own size.
+- ``data synth-annotations --out FILE``: an annotation-only json at COCO-train scale, for benchmarks.
+- ``data check FILE [--images DIR]``: validate an instances json and print its size-bin counts.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from sodlib.data.coco import load_coco
+from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin
+
+
+def _embedded(args: argparse.Namespace) -> int:
+    from sodlib.data.synthetic import embedded_dataset
+
+    for split in ("train", "val"):
+        annotations, images = embedded_dataset(split)
+        print(f"{split}: {annotations} (images in {images})")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from sodlib.data.synthetic import generate_synthetic_coco
+
+    start = time.perf_counter()
+    path = generate_synthetic_coco(args.out, args.images, args.seed, split=args.split, image_size=args.image_size,
+                                   workers=args.workers, overwrite=args.overwrite)
+    print(f"wrote {args.images} images and {path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _synth_annotations(args: argparse.Namespace) -> int:
+    from sodlib.data.synthetic import generate_annotation_only_coco
+
+    start = time.perf_counter()
+    path = generate_annotation_only_coco(args.out, num_images=args.images, num_objects=args.objects, seed=args.seed)
+    print(f"wrote {path} ({args.images} images, {args.objects} objects) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    coco = load_coco(args.annotations, args.images, check_images=args.images is not None)
+    annotations = coco.dataset["annotations"]
+    crowd = sum(1 for a in annotations if a.get("iscrowd", 0))
+    print(f"{args.annotations}: valid; {len(coco.imgs)} images, {len(annotations)} annotations "
+          f"({crowd} crowd), {len(coco.cats)} categories")
+    for label, subset in (("all", annotations), ("non-crowd", [a for a in annotations if not a.get("iscrowd", 0)])):
+        counts = count_by_size_bin(annotation_areas(subset, args.area))
+        shares = " / ".join(f"{name} {counts[name]}" for name in SIZE_BINS)
+        print(f"  by {args.area} area, {label}: {shares} (edges inclusive, as pycocotools)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="write or check datasets")
+    commands = parser.add_subparsers(dest="data_command", required=True)
+
+    embedded = commands.add_parser("embedded", help="write (once) and locate the embedded train/val splits")
+    embedded.set_defaults(func=_embedded)
+
+    synth = commands.add_parser("synth", help="write a synthetic COCO dataset (images + instances json)")
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--images", type=int, required=True, help="number of images")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--split", default="train", help="split name used in file and folder names")
+    synth.add_argument("--image-size", type=int, default=512, help="square image side in pixels")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing split")
+    synth.set_defaults(func=_synth)
+
+    annotations = commands.add_parser("synth-annotations", help="write a COCO-train-scale annotation-only json")
+    annotations.add_argument("--out", required=True, help="output json path")
+    annotations.add_argument("--images", type=int, default=118_287)
+    annotations.add_argument("--objects", type=int, default=860_001)
+    annotations.add_argument("--seed", type=int, default=0)
+    annotations.set_defaults(func=_synth_annotations)
+
+    check = commands.add_parser("check", help="validate a COCO instances json and count objects per size bin")
+    check.add_argument("annotations", help="instances json")
+    check.add_argument("--images", default=None, help="image folder: also check every image file exists")
+    check.add_argument("--area", choices=["mask", "box"], default="mask", help="area that decides the size bin")
+    check.set_defaults(func=_check)
