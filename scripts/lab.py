@@ -1,0 +1,97 @@
+"""Start JupyterLab on the course notebooks, check it through its REST API, and print the URL.
+
+    python scripts/lab.py [--port 8888]      # serve until Ctrl-C (what `make lab` runs)
+    python scripts/lab.py --check            # start, check, stop (what the tests run)
+
+The check asks the server for the contents of its root folder (``GET /api/contents/``) and requires
+every notebook in ``notebooks/`` to be listed there, so a printed URL always points at a working course.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start_lab(port: int, token: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               "--port-retries=0", f"--ServerApp.root_dir={NOTEBOOK_DIR}", f"--IdentityProvider.token={token}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def listed_notebooks(port: int, token: str, timeout: float = 90.0, server: subprocess.Popen | None = None) -> list[str]:
+    """Poll ``/api/contents/`` until the server answers; return the notebook names it lists."""
+    url = f"http://127.0.0.1:{port}/api/contents/"
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    deadline = time.monotonic() + timeout
+    while True:
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {server.returncode}:\n{server.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                listing = json.load(response)
+            return sorted(item["name"] for item in listing["content"] if item["type"] == "notebook")
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JupyterLab did not answer on {url} within {timeout:.0f} s") from None
+            time.sleep(0.5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8888, help="port to serve on (a free one if it is taken)")
+    parser.add_argument("--check", action="store_true", help="start, verify the notebook list, then stop")
+    args = parser.parse_args()
+
+    port = args.port if args.port and port_is_free(args.port) else free_port()
+    token = secrets.token_hex(16)
+    expected = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
+    server = start_lab(port, token)
+    try:
+        listed = listed_notebooks(port, token, server=server)
+        missing = sorted(set(expected) - set(listed))
+        if missing:
+            print(f"error: JupyterLab does not list {missing}", file=sys.stderr)
+            return 1
+        print(f"JupyterLab serves {len(listed)} notebooks: {', '.join(listed)}")
+        print(f"Open the course at: http://127.0.0.1:{port}/lab?token={token}", flush=True)
+        if args.check:
+            return 0
+        server.wait()
+        return server.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
