@@ -28,7 +28,7 @@ def tiny_coco_dict() -> dict:
              "iscrowd": 0, "segmentation": square(20, 4, 32)},
             {"id": 5, "image_id": 7, "category_id": 3, "bbox": [0, 0, 4, 2], "area": 8.0, "iscrowd": 1,
              "segmentation": {"counts": [0, 2, 38, 2, 38, 2, 38, 2, 1478], "size": [40, 40]}},
-            {"id": 9, "image_id": 7, "category_id": 10, "bbox": [5, 5, 20, 30], "area": 500.0,
+            {"id": 9, "image_id": 7, "category_id": 10, "bbox": [5, 5, 20, 30], "area": 600.0,
              "iscrowd": 0, "segmentation": [[5, 5, 25, 5, 25, 35, 5, 35]]},
         ],
     }
