@@ -35,7 +35,7 @@ def _extensions():
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3", "-std=c++17"]
+    cxx_flags = ["-O3", "-std=c++20"]
     define_macros = []
     cuda_sources = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
     if cuda_sources and _cuda_available_for_build():
@@ -46,7 +46,7 @@ def _extensions():
             cpp_sources + cuda_sources,
             include_dirs=[os.path.join(HERE, CSRC)],
             define_macros=define_macros + [("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
         )
     else:
         ext = CppExtension(
