@@ -1,0 +1,864 @@
+"""The embedded synthetic dataset: a deterministic COCO-format detection set where small objects dominate.
+
+Why it exists: the course must run on any machine without downloading COCO, and it teaches about small
+objects, so the stand-in has to look like COCO where it matters for small-object detection: most objects are
+small, a few are large, images are cluttered, and there are things that look like small objects but are not.
+
+What an image holds (``image_size`` x ``image_size`` RGB, written as JPEG, quality 90):
+
+- **Background**: multi-scale smooth value noise (octaves of bicubically upsampled random grids, a
+  luminance part and a coarser colour part), soft translucent patches (ellipses, rectangles, polygons),
+  straight lines of 1-3 px, and (after JPEG) its compression noise.
+- **Distractors** (unlabelled): irregular blobs (polygons of 5-9 vertices at random angles and radii) and
+  short bent strokes, 3-20 px across, flat-coloured. They are the same size as small objects but have
+  neither a regular outline nor a texture, so a detector can learn to tell them apart.
+- **Objects** of the :data:`CATEGORIES`; each category has its own outline *and* its own texture, and
+  every instance gets two random colours, so colour alone never gives the class:
+
+  ====  ========  ===============  ========================================
+  id    name      outline          texture (two random colours A, B)
+  ====  ========  ===============  ========================================
+  1     disc      circle           radial gradient A (centre) -> B (rim)
+  2     square    square           checkerboard, 4 x 4 cells
+  3     triangle  equilateral      stripes, 5 across
+  4     star      five-point star  two halves, A | B
+  5     cross     plus sign        dots on a 4 x 4 grid
+  6     hexagon   regular hexagon  concentric rings
+  ====  ========  ===============  ========================================
+
+  Each instance is rotated by a uniform angle and stretched by an aspect factor ``a`` drawn log-uniformly
+  from ``[3/4, 4/3]`` (``x * sqrt(a)``, ``y / sqrt(a)``, which keeps the area).
+- **Crowds**: with probability :data:`CROWD_PROBABILITY` per image, a tight cluster of 12-40 tiny instances
+  (sides 3-7 px) of one category, annotated as ONE annotation with ``iscrowd=1`` and an uncompressed RLE
+  mask ``{"counts": [...], "size": [h, w]}`` of the union of their pixels, as COCO annotates crowds. That
+  is about 1 % of all annotations, as in COCO (0.9 % of train2017).
+
+**Objects never overlap.** A new object is placed only where its mask shares no pixel with the masks
+already placed (nor with a crowd's region), so every mask is exactly what is visible in the image.
+
+**Masks, areas and pixels agree exactly.** A non-crowd object's ``segmentation`` is one polygon
+``[[x1, y1, x2, y2, ...]]`` (coordinates rounded to 0.01 px). Its mask is pycocotools' rasterisation of that
+polygon at the image size (``mask.frPyObjects`` + ``mask.decode``), the painted pixels are exactly that mask,
+``area = mask.area(rle)`` and ``bbox = mask.toBbox(rle)``: the mask's tight box ``[x, y, w, h]`` in whole
+pixels (COCO's own boxes are the polygon extent in floats; here the box is the mask's, so that box, mask and
+pixels agree). Crowd annotations use the same definitions on their RLE. Objects lie wholly inside the image.
+
+**Size distribution** (by object count, COCO's bins by mask area, :mod:`sodlib.data.sizes`). Each object
+first draws its bin with probabilities :data:`SIZE_BIN_PROBABILITIES` (COCO train2017: 41.43 / 34.32 /
+24.24 % small / medium / large), then its side ``s = sqrt(area)`` log-uniformly inside the bin's side range::
+
+    small  s in [4, 32],  medium  s in [32, 96],  large  s in [96, s_max],  s_max = 0.5 * image_size
+    s = exp(U(log lo, log hi))
+
+(bins whose range does not fit the image are dropped and the others renormalised, so at ``image_size``
+below 192 there are no large objects). A shape is scaled to a target area with its unit-area template:
+every outline is stored as a polygon ``v`` of shoelace area 1 centred at the origin, so ``s * R(angle) *
+stretch(a) * v + centre`` has polygon area ``s^2``; the rasterised area differs from ``s^2`` by the pixels
+along the outline, which is why the bins are measured on the rasterised ``area``. Large objects are placed
+first, then medium, then small; an object that finds no free place is shrunk by 15 % (not below 1.05 times
+its bin's lower side) and tried again, and dropped after 5 shrinks (rare: a few per thousand).
+
+**Objects per image**: ``1 + NegativeBinomial`` with mean :data:`MEAN_OBJECTS_PER_IMAGE` - 1 and shape 1.5
+(a long tail, like COCO's, with some images holding dozens), at most 60. The drawn mean is 7.6 so that, after the
+few objects that find no room, an image holds about 7.3 annotations, as COCO train2017 (860,001 / 118,287).
+
+**Determinism**: image ``i`` of a run with seed ``seed`` draws everything from
+``numpy.random.default_rng([seed, i])``, so the output is the same bytes whatever the number of workers.
+
+The annotation-only mode (:func:`generate_annotation_only_coco`) writes a COCO-train-scale json without
+images, for benchmarks of the statistics code.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
+from tqdm.auto import tqdm
+
+from sodlib.data.paths import data_dir
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+"""Bump when the generator's output changes, so that cached embedded datasets are regenerated."""
+
+CATEGORIES: list[dict] = [
+    {"id": 1, "name": "disc", "supercategory": "shape"},
+    {"id": 2, "name": "square", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape"},
+    {"id": 4, "name": "star", "supercategory": "shape"},
+    {"id": 5, "name": "cross", "supercategory": "shape"},
+    {"id": 6, "name": "hexagon", "supercategory": "shape"},
+]
+
+EMBEDDED_SPLITS: dict[str, dict] = {
+    "train": {"num_images": 800, "seed": 0},
+    "val": {"num_images": 200, "seed": 1},
+}
+EMBEDDED_IMAGE_SIZE = 512
+
+SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
+"""COCO train2017's share of objects per size bin (by annotation count, by mask area)."""
+LARGE_DRAW_BOOST = 1.2
+"""The image generator draws the large bin with weight ``1.2 * 0.2424`` (then renormalises): about 3 % of the
+drawn objects, nearly all large, find no room in images already holding several large objects and are dropped,
+and this boost brings the measured share back to COCO's."""
+SMALLEST_SIDE = 4.0
+LARGEST_SIDE_FRACTION = 0.5
+MEAN_OBJECTS_PER_IMAGE = 7.6
+MAX_OBJECTS_PER_IMAGE = 60
+OBJECT_COUNT_SHAPE = 1.5
+CROWD_PROBABILITY = 0.07
+JPEG_QUALITY = 90
+
+INFO = {
+    "description": "sodlib embedded synthetic small-object dataset",
+    "version": f"generator {GENERATOR_VERSION}",
+    "year": 2026,
+    "contributor": "sodlib",
+    "url": "",
+    "date_created": "",
+}
+LICENSES = [{"id": 1, "name": "Creative Commons Attribution 4.0 International (CC BY 4.0)",
+             "url": "https://creativecommons.org/licenses/by/4.0/"}]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes: unit-area templates
+# ----------------------------------------------------------------------------------------------------------
+
+def _regular_polygon(corners: int, phase: float = 0.0) -> np.ndarray:
+    angles = phase + 2 * np.pi * np.arange(corners) / corners
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def _star(points: int = 5, inner_radius: float = 0.45) -> np.ndarray:
+    angles = -np.pi / 2 + np.pi * np.arange(2 * points) / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner_radius)
+    return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+
+
+def _plus(arm_half_width: float = 1 / 6) -> np.ndarray:
+    a, b = arm_half_width, 0.5
+    return np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a],
+                     [-b, -a], [-a, -a]])
+
+
+def _polygon_area(vertices: np.ndarray) -> float:
+    x, y = vertices[:, 0], vertices[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _unit_area(vertices: np.ndarray) -> np.ndarray:
+    """The polygon moved to its vertex centroid and scaled to area 1."""
+    vertices = vertices - vertices.mean(axis=0)
+    return vertices / math.sqrt(_polygon_area(vertices))
+
+
+SHAPE_TEMPLATES: dict[str, np.ndarray] = {
+    "disc": _unit_area(_regular_polygon(48)),
+    "square": _unit_area(_regular_polygon(4, np.pi / 4)),
+    "triangle": _unit_area(_regular_polygon(3, -np.pi / 2)),
+    "star": _unit_area(_star()),
+    "cross": _unit_area(_plus()),
+    "hexagon": _unit_area(_regular_polygon(6)),
+}
+"""Outline of each category: ``float64 [V, 2]`` polygon of area 1 centred at the origin."""
+TEMPLATE_RADIUS = {name: float(np.linalg.norm(v, axis=1).max()) for name, v in SHAPE_TEMPLATES.items()}
+
+
+def _texture(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Mixing weight in ``[0, 1]`` between an instance's two colours.
+
+    ``u``, ``v``: coordinates in the object's own rotated frame, in units of its side (the template spans
+    about ``[-0.6, 0.6]``), so a texture scales with the object.
+    """
+    if name == "disc":  # radial gradient
+        return np.clip(np.hypot(u, v) / TEMPLATE_RADIUS["disc"], 0.0, 1.0)
+    if name == "square":  # checkerboard, 4 x 4 cells across
+        return ((np.floor(u * 4) + np.floor(v * 4)) % 2).astype(np.float32)
+    if name == "triangle":  # stripes, 5 across
+        return (np.floor(u * 5) % 2).astype(np.float32)
+    if name == "star":  # two halves
+        return (u > 0).astype(np.float32)
+    if name == "cross":  # dots on a 4 x 4 grid
+        fu, fv = u * 4 - np.floor(u * 4) - 0.5, v * 4 - np.floor(v * 4) - 0.5
+        return (fu * fu + fv * fv < 0.09).astype(np.float32)
+    if name == "hexagon":  # concentric rings
+        return (np.floor(np.hypot(u, v) * 8) % 2).astype(np.float32)
+    raise ValueError(f"no texture for shape {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Size sampling
+# ----------------------------------------------------------------------------------------------------------
+
+def side_ranges(image_size: int) -> dict[str, tuple[float, float]]:
+    """Side range ``(lo, hi)`` of each size bin that fits an image of ``image_size`` (see module docstring)."""
+    largest = LARGEST_SIDE_FRACTION * image_size
+    edges = {"small": (SMALLEST_SIDE, 32.0), "medium": (32.0, 96.0), "large": (96.0, largest)}
+    return {name: (lo, min(hi, largest)) for name, (lo, hi) in edges.items() if min(hi, largest) > lo}
+
+
+def sample_sides(rng: np.random.Generator, count: int, ranges: dict[str, tuple[float, float]],
+                 large_boost: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``count`` object sides: a bin with :data:`SIZE_BIN_PROBABILITIES` (the large one's weight times
+    ``large_boost``, renormalised over the bins in ``ranges``), then ``side = exp(U(log lo, log hi))`` in it.
+
+    Returns ``(sides float64 [count], bin_index int64 [count])``, the bin index into ``list(ranges)``.
+    """
+    names = list(ranges)
+    probabilities = np.array([SIZE_BIN_PROBABILITIES[n] * (large_boost if n == "large" else 1.0) for n in names])
+    bins = rng.choice(len(names), size=count, p=probabilities / probabilities.sum())
+    lows = np.log([ranges[n][0] for n in names])[bins]
+    highs = np.log([ranges[n][1] for n in names])[bins]
+    return np.exp(lows + (highs - lows) * rng.random(count)), bins
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One image
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Placed:
+    category_id: int
+    segmentation: list | dict
+    area: int
+    bbox: list[float]
+    iscrowd: int
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, grid_sizes: list[int], falloff: float) -> np.ndarray:
+    """``float32 [size, size]`` in ``[-1, 1]``: a sum of bicubically upsampled random grids of the given sizes,
+    the grid of ``g`` cells with amplitude ``g ** -falloff``. The octaves are summed at a quarter of the
+    resolution (enough for grids up to ``size / 8`` cells) and upsampled once."""
+    working = max(size // 4, 2 * max(grid_sizes))
+    total = np.zeros((working, working), dtype=np.float32)
+    for grid in grid_sizes:
+        values = rng.standard_normal((grid + 1, grid + 1)).astype(np.float32)
+        total += np.asarray(Image.fromarray(values, mode="F").resize((working, working), Image.BICUBIC)) * grid ** -falloff
+    total /= np.abs(total).max() + 1e-6
+    return np.asarray(Image.fromarray(total, mode="F").resize((size, size), Image.BICUBIC))
+
+
+def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+
+def _paint_background(rng: np.random.Generator, size: int) -> Image.Image:
+    luminance = _smooth_noise(rng, size, [2, 4, 8, 16, 32, 64], falloff=0.5)
+    colour = np.stack([_smooth_noise(rng, size, [2, 4, 8], falloff=0.5) for _ in range(3)], axis=-1)
+    base = rng.uniform(60, 190, 3).astype(np.float32)
+    pixels = base + rng.uniform(30, 70) * luminance[..., None] + rng.uniform(15, 40) * colour
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+
+    scale = size / 512
+    for _ in range(rng.integers(3, 9)):  # translucent patches
+        layer = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(layer)
+        cx, cy = rng.uniform(0, size, 2)
+        rx, ry = rng.uniform(20, 140, 2) * scale
+        kind = rng.integers(3)
+        if kind == 0:
+            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(60, 160)))
+        elif kind == 1:
+            draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(60, 160)))
+        else:
+            angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(4, 8)))
+            points = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
+            draw.polygon([tuple(p) for p in points], fill=int(rng.integers(60, 160)))
+        image.paste(Image.new("RGB", (size, size), _random_colour(rng)), mask=layer)
+
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.integers(2, 10)):  # lines
+        x0, y0, x1, y1 = rng.uniform(0, size, 4)
+        draw.line([x0, y0, x1, y1], fill=_random_colour(rng), width=int(rng.integers(1, 4)))
+
+    return image
+
+
+def _paint_distractors(rng: np.random.Generator, image: Image.Image) -> None:
+    """Unlabelled clutter the size of small objects: irregular blobs and bent strokes, 3-20 px, flat colour."""
+    size = image.width
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.poisson(30 * (size / 512) ** 2)):
+        extent = rng.uniform(3, 20)
+        cx, cy = rng.uniform(0, size, 2)
+        if rng.random() < 0.6:
+            corners = rng.integers(5, 10)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+            radii = extent / 2 * rng.uniform(0.3, 1.0, corners)
+            points = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
+            draw.polygon([tuple(p) for p in points], fill=_random_colour(rng))
+        else:
+            steps = rng.normal(0, extent / 2.5, (int(rng.integers(2, 4)), 2))
+            points = np.cumsum(np.vstack([[cx, cy], steps]), axis=0)
+            draw.line([tuple(p) for p in points], fill=_random_colour(rng), width=int(rng.integers(1, 4)))
+
+
+def _two_colours(rng: np.random.Generator) -> np.ndarray:
+    """``float32 [2, 3]``: two random RGB colours whose luminances differ by at least 60 levels."""
+    first = rng.uniform(0, 255, 3)
+    second = rng.uniform(0, 255, 3)
+    weights = np.array([0.299, 0.587, 0.114])
+    difference = float((second - first) @ weights)
+    if abs(difference) < 60:
+        shift = 90 if float(first @ weights) < 128 else -90
+        second = np.clip(first + shift + rng.uniform(-40, 40, 3), 0, 255)
+    return np.stack([first, second]).astype(np.float32)
+
+
+def _shape_polygon(shape: str, side: float, angle: float, stretch: float, centre: np.ndarray) -> list[float]:
+    """Flat ``[x1, y1, ...]`` polygon of the shape, area ``side^2``, rounded to 0.01 px."""
+    vertices = SHAPE_TEMPLATES[shape] * np.array([math.sqrt(stretch), 1 / math.sqrt(stretch)]) * side
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    vertices = vertices @ rotation.T + centre
+    return np.round(vertices.reshape(-1), 2).tolist()
+
+
+def _rasterise(polygon: list[float], height: int, width: int) -> tuple[dict, np.ndarray]:
+    """pycocotools' RLE of a polygon and its decoded ``uint8 [H, W]`` mask."""
+    rle = mask_utils.frPyObjects([polygon], height, width)[0]
+    return rle, mask_utils.decode(rle)
+
+
+def _paint_object(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], shape: str, side: float,
+                  angle: float, stretch: float, centre: np.ndarray, colours: np.ndarray) -> None:
+    """Fill ``image[mask]`` (``uint8 [H, W, 3]``, in place) with the shape's texture in the two colours."""
+    x0, y0, x1, y1 = box
+    region = mask[y0:y1, x0:x1].astype(bool)
+    ys, xs = np.nonzero(region)
+    dx, dy = xs + x0 + 0.5 - centre[0], ys + y0 + 0.5 - centre[1]
+    u = (dx * math.cos(angle) + dy * math.sin(angle)) / (side * math.sqrt(stretch))
+    v = (-dx * math.sin(angle) + dy * math.cos(angle)) * math.sqrt(stretch) / side
+    weight = _texture(shape, u, v)[:, None]
+    pixels = colours[0] * (1 - weight) + colours[1] * weight
+    image[ys + y0, xs + x0] = np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        return None
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return int(x0), int(y0), int(x1) + 1, int(y1) + 1
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE ``{"counts": [...], "size": [h, w]}`` of a binary ``[H, W]`` mask.
+
+    Counts are run lengths in column-major order, starting with a (possibly empty) run of zeros.
+    """
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    boundaries = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(boundaries).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return {"counts": counts, "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+def _extent_box(polygon: list[float], size: int) -> tuple[int, int, int, int]:
+    """Whole-pixel box ``(x0, y0, x1, y1)`` (end exclusive) that holds every pixel of the polygon's mask."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    return (max(int(math.floor(min(xs))) - 1, 0), max(int(math.floor(min(ys))) - 1, 0),
+            min(int(math.ceil(max(xs))) + 2, size), min(int(math.ceil(max(ys))) + 2, size))
+
+
+def _free(occupied: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    x0, y0, x1, y1 = box
+    return not np.any(occupied[y0:y1, x0:x1] & mask[y0:y1, x0:x1].astype(bool))
+
+
+def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray) -> _Placed | None:
+    """A tight cluster of tiny instances of one category, annotated as one crowd RLE (see module docstring)."""
+    size = pixels.shape[0]
+    category = CATEGORIES[rng.integers(len(CATEGORIES))]
+    shape = category["name"]
+    region = float(np.clip(rng.uniform(40, 110) * size / 512, 24, size / 2))
+    rx, ry = rng.uniform(0, size - region, 2)
+    union = np.zeros((size, size), dtype=bool)
+    for _ in range(rng.integers(12, 41)):
+        side = rng.uniform(3, 7)
+        margin = TEMPLATE_RADIUS[shape] * side * 1.2 + 1
+        if region <= 2 * margin:
+            continue
+        centre = np.array([rx, ry]) + rng.uniform(margin, region - margin, 2)
+        angle, stretch = rng.uniform(0, 2 * np.pi), float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
+        polygon = _shape_polygon(shape, side, angle, stretch, centre)
+        box = _extent_box(polygon, size)
+        _, mask = _rasterise(polygon, size, size)
+        if not _free(union, mask, box) or not _free(occupied, mask, box):
+            continue
+        union |= mask.astype(bool)
+        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
+    box = _mask_box(union)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    occupied[y0:y1, x0:x1] = True  # the crowd's whole region is taken
+    rle = uncompressed_rle(union)
+    compressed = mask_utils.frPyObjects(rle, size, size)
+    return _Placed(category["id"], rle, int(mask_utils.area(compressed)),
+                   [float(v) for v in mask_utils.toBbox(compressed)], 1)
+
+
+SHRINK_FLOOR = 1.05
+"""An object that finds no room shrinks, but its side stays >= this factor times its bin's lower edge, so that
+its rasterised area stays in its bin."""
+PLACEMENT_CELL = 4
+"""Cell size in pixels of the coarse occupancy grid that proposes free places for objects."""
+
+
+def _free_offsets(occupied: np.ndarray, extent: tuple[float, float, float, float]) -> np.ndarray:
+    """``float64 [M, 2]``: pixel positions ``(x, y)`` of the top-left corner of the coarse cells where a box
+    ``extent = (left, top, right, bottom)`` (offsets from the centre, ``left, top <= 0``) placed with its
+    centre anywhere in the cell overlaps no occupied pixel and stays inside the image.
+
+    The coarse grid has cells of ``PLACEMENT_CELL`` px; a cell is taken when any of its pixels is. With the
+    centre in cell ``(i, j)`` the box lies within cells ``i - kl .. i + kr`` (``kl = ceil(-left / cell)``,
+    ``kr = ceil(right / cell)``) and likewise in rows, so a window sum of zero there means no overlap.
+    """
+    size = occupied.shape[0]
+    cell = PLACEMENT_CELL
+    cells = size // cell
+    coarse = occupied[:cells * cell, :cells * cell].reshape(cells, cell, cells, cell).any(axis=(1, 3))
+    left, top, right, bottom = (int(math.ceil(abs(e) / cell)) for e in extent)
+    window_w, window_h = left + right + 1, top + bottom + 1
+    if window_w > cells or window_h > cells:
+        return np.zeros((0, 2))
+    summed = np.zeros((cells + 1, cells + 1), dtype=np.int32)
+    summed[1:, 1:] = coarse.cumsum(0).cumsum(1)
+    window = (summed[window_h:, window_w:] - summed[:-window_h, window_w:] - summed[window_h:, :-window_w]
+              + summed[:-window_h, :-window_w])
+    rows, columns = np.nonzero(window == 0)
+    return np.stack([columns + left, rows + top], axis=1).astype(np.float64) * cell
+
+
+def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int) -> list[_Placed]:
+    """Place up to ``count`` objects with sizes from :func:`sample_sides` where no mask overlaps another;
+    paint them into ``pixels`` (``uint8 [H, W, 3]``) and mark them in ``occupied`` (``bool [H, W]``)."""
+    size = pixels.shape[0]
+    ranges = side_ranges(size)
+    sides, bins = sample_sides(rng, count, ranges, LARGE_DRAW_BOOST)
+    lowest_side = np.array([ranges[n][0] for n in ranges])[bins]
+    placed = []
+    for index in np.argsort(-sides, kind="stable"):  # largest first
+        category = CATEGORIES[rng.integers(len(CATEGORIES))]
+        shape = category["name"]
+        angle, stretch = rng.uniform(0, 2 * np.pi), float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
+        widest_side = (size / 2 - 2) / (TEMPLATE_RADIUS[shape] * math.sqrt(max(stretch, 1 / stretch)))
+        side = min(float(sides[index]), widest_side)  # a shape must fit in the image whatever its angle
+        found = None
+        for _shrink in range(6):
+            # the polygon's extent around its centre (plus a pixel of rasterisation slack)
+            outline = np.array(_shape_polygon(shape, side, angle, stretch, np.zeros(2))).reshape(-1, 2)
+            extent = (outline[:, 0].min() - 1, outline[:, 1].min() - 1, outline[:, 0].max() + 1, outline[:, 1].max() + 1)
+            low = np.array([-extent[0], -extent[1]])
+            high = np.array([size - extent[2], size - extent[3]])
+            if np.all(high > low):
+                # a free box from the coarse grid first, then a few blind tries (shapes can interlock)
+                candidates = _free_offsets(occupied, extent)
+                centres = []
+                if len(candidates):
+                    centres.append(candidates[rng.integers(len(candidates))] + rng.random(2) * PLACEMENT_CELL)
+                centres += [low + rng.random(2) * (high - low) for _ in range(4)]
+                for centre in centres:
+                    centre = np.clip(centre, low, high)
+                    polygon = _shape_polygon(shape, side, angle, stretch, centre)
+                    box = _extent_box(polygon, size)
+                    rle, mask = _rasterise(polygon, size, size)
+                    if mask[box[1]:box[3], box[0]:box[2]].any() and _free(occupied, mask, box):
+                        found = polygon, rle, mask, box, centre
+                        break
+            if found is not None:
+                break
+            side = max(side * 0.85, SHRINK_FLOOR * float(lowest_side[index]))
+        if found is None:
+            logger.debug("no room for a %s of side %.1f (drawn %.1f); dropped", shape, side, sides[index])
+            continue
+        polygon, rle, mask, box, centre = found
+        x0, y0, x1, y1 = box
+        occupied[y0:y1, x0:x1] |= mask[y0:y1, x0:x1].astype(bool)
+        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
+        placed.append(_Placed(category["id"], [polygon], int(mask_utils.area(rle)),
+                              [float(v) for v in mask_utils.toBbox(rle)], 0))
+    return placed
+
+
+def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Image, list[_Placed]]:
+    """Draw image ``image_index`` of the run with ``seed``: the RGB image and its annotations (without ids).
+
+    Everything comes from ``numpy.random.default_rng([seed, image_index])``.
+    """
+    rng = np.random.default_rng([seed, image_index])
+    image = _paint_background(rng, image_size)
+    _paint_distractors(rng, image)
+    pixels = np.array(image)
+    occupied = np.zeros((image_size, image_size), dtype=bool)
+    annotations = []
+    if rng.random() < CROWD_PROBABILITY:
+        crowd = _place_crowd(rng, pixels, occupied)
+        if crowd is not None:
+            annotations.append(crowd)
+    mean_extra = MEAN_OBJECTS_PER_IMAGE - 1
+    count = 1 + rng.negative_binomial(OBJECT_COUNT_SHAPE, OBJECT_COUNT_SHAPE / (OBJECT_COUNT_SHAPE + mean_extra))
+    annotations += _place_objects(rng, pixels, occupied, min(int(count), MAX_OBJECTS_PER_IMAGE))
+    return Image.fromarray(pixels, mode="RGB"), annotations
+
+
+def image_file_name(image_id: int) -> str:
+    """COCO's naming: the image id in 12 digits, ``000000000042.jpg``."""
+    return f"{image_id:012d}.jpg"
+
+
+def _write_one_image(task: tuple[int, int, int, str]) -> list[_Placed]:
+    seed, image_index, image_size, folder = task
+    image, annotations = render_image(seed, image_index, image_size)
+    image.save(Path(folder) / image_file_name(image_index + 1), format="JPEG", quality=JPEG_QUALITY)
+    return annotations
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------
+
+def _check_split_name(split: str) -> None:
+    if not split or split != split.strip() or any(c in split for c in "/\\") or split.startswith("."):
+        raise ValueError(f"split={split!r} is not a usable folder name; use a plain name such as 'train' or 'val'")
+
+
+def _dump_json(document: dict) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: int, *, split: str = "train",
+                            image_size: int = 512, workers: int | None = None, progress: bool = True,
+                            overwrite: bool = False) -> Path:
+    """Write a synthetic COCO instances dataset (JPEG images + json with polygon masks); return the json path.
+
+    Parameters:
+        out_dir: the dataset root; gets ``<split>/<12-digit image id>.jpg`` and
+            ``annotations/instances_<split>.json``. Created if missing.
+        num_images: number of images (>= 1); image ids are ``1..num_images``.
+        seed: the run's seed; image ``i`` uses ``numpy.random.default_rng([seed, i])``, so the same seed gives
+            the same bytes (json and every image) whatever ``workers`` is.
+        split: the split's name (folder and json suffix).
+        image_size: side of the square images in pixels (>= 64; the COCO-like size mix needs >= 192 for
+            large objects, see the module docstring).
+        workers: processes drawing images (a ``multiprocessing`` pool); ``None`` means
+            ``min(2, os.cpu_count())``; 1 draws in this process.
+        progress: show a tqdm progress bar.
+        overwrite: replace an existing ``<split>`` folder and json instead of refusing.
+
+    Nothing is half-written: images and json go to a temporary folder inside ``out_dir`` that is removed on
+    failure; at the end the image folder and then the json are renamed into place (the json, written last,
+    marks a complete dataset).
+
+    Raises ``ValueError`` (naming the argument and the fix) for ``num_images < 1``, ``image_size < 64``,
+    ``workers < 1``, a bad split name, or an existing split when ``overwrite`` is false.
+    """
+    if not isinstance(num_images, (int, np.integer)) or num_images < 1:
+        raise ValueError(f"num_images={num_images!r} must be an integer >= 1; pass the number of images to draw")
+    if not isinstance(image_size, (int, np.integer)) or image_size < 64:
+        raise ValueError(f"image_size={image_size!r} must be an integer >= 64; objects from 4 px to a large "
+                         "fraction of the image need room (the embedded dataset uses 512)")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise ValueError(f"workers={workers!r} must be None (automatic) or an integer >= 1")
+    _check_split_name(split)
+    out_dir = Path(out_dir)
+    image_folder = out_dir / split
+    json_path = out_dir / "annotations" / f"instances_{split}.json"
+    if not overwrite and (image_folder.exists() or json_path.exists()):
+        existing = image_folder if image_folder.exists() else json_path
+        raise ValueError(f"split={split!r}: {existing} already exists; pass overwrite=True to replace it, "
+                         "or choose another out_dir or split")
+    workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
+    workers = min(workers, num_images)
+    num_images, image_size, seed = int(num_images), int(image_size), int(seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".synth-{split}-", dir=out_dir))
+    try:
+        temporary_images = temporary / split
+        temporary_images.mkdir()
+        tasks = [(seed, index, image_size, str(temporary_images)) for index in range(num_images)]
+        logger.info("drawing %d synthetic images of %d px (seed %d) into %s with %d worker(s)",
+                    num_images, image_size, seed, image_folder, workers)
+        bar = tqdm(total=num_images, desc=f"synthetic {split}", unit="img", disable=not progress)
+        per_image: list[list[_Placed]] = []
+        with bar, (multiprocessing.get_context().Pool(workers) if workers > 1 else contextlib.nullcontext()) as pool:
+            results = pool.imap(_write_one_image, tasks, chunksize=4) if pool is not None else map(_write_one_image, tasks)
+            for annotations in results:
+                per_image.append(annotations)
+                bar.update(1)
+
+        images, annotations, next_id = [], [], 1
+        for index, placed in enumerate(per_image):
+            image_id = index + 1
+            images.append({"id": image_id, "file_name": image_file_name(image_id), "width": image_size,
+                           "height": image_size, "license": 1})
+            for item in placed:
+                annotations.append({"id": next_id, "image_id": image_id, "category_id": item.category_id,
+                                    "segmentation": item.segmentation, "area": item.area, "bbox": item.bbox,
+                                    "iscrowd": item.iscrowd})
+                next_id += 1
+        document = {"info": {**INFO, "description": f"{INFO['description']}, split {split}, seed {seed}"},
+                    "licenses": LICENSES, "images": images, "annotations": annotations, "categories": CATEGORIES}
+        (temporary / "instances.json").write_text(_dump_json(document))
+
+        if overwrite:
+            if image_folder.exists():
+                shutil.rmtree(image_folder)
+            json_path.unlink(missing_ok=True)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary_images, image_folder)
+        os.replace(temporary / "instances.json", json_path)
+        logger.info("wrote %s (%d images, %d annotations)", json_path, len(images), len(annotations))
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return json_path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Annotation-only mode: a COCO-train-scale json for benchmarks
+# ----------------------------------------------------------------------------------------------------------
+
+COCO_LIKE_IMAGE_SIZES: list[tuple[int, int, float]] = [
+    (640, 480, 0.50), (640, 427, 0.14), (480, 640, 0.10), (640, 424, 0.06), (427, 640, 0.04),
+    (640, 426, 0.03), (640, 428, 0.03), (640, 360, 0.03), (500, 375, 0.02), (612, 612, 0.02),
+    (640, 640, 0.02), (424, 640, 0.01),
+]
+"""``(width, height, share)`` of the image sizes drawn by the annotation-only mode, close to COCO train2017's
+most frequent sizes (640 x 480 alone is about half of COCO)."""
+ANNOTATION_ONLY_EMPTY_IMAGE_SHARE = 0.0086
+"""Share of images without objects (COCO train2017: 1,021 of 118,287)."""
+ANNOTATION_ONLY_CROWD_SHARE = 0.01
+OUTLINE_VERTICES = 12
+
+
+def _rle_counts_of_rectangle(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, height: np.ndarray,
+                             width: np.ndarray) -> list[str]:
+    """Uncompressed column-major RLE counts (as json text) of axis-aligned rectangles, one per row."""
+    texts = []
+    for xi, yi, wi, hi, H, W in zip(x.tolist(), y.tolist(), w.tolist(), h.tolist(), height.tolist(), width.tolist()):
+        before = xi * H + yi
+        after = H * W - before - (wi - 1) * H - hi
+        middle = f",{hi},{H - hi}" * (wi - 1)
+        texts.append(f"[{before}{middle},{hi},{after}]")
+    return texts
+
+
+def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118_287, num_objects: int = 860_001,
+                                  seed: int = 0, progress: bool = True) -> Path:
+    """Write a COCO-train-scale instances json with no image files (for benchmarks); return its path.
+
+    Parameters:
+        path: the json file to write (atomically: a temporary file beside it, then a rename).
+        num_images: exactly this many images, ids ``1..num_images``; sizes drawn from
+            :data:`COCO_LIKE_IMAGE_SIZES` (``file_name`` names files that do not exist).
+        num_objects: exactly this many annotations, ids ``1..num_objects``.
+        seed: seed of the ``numpy.random.Generator`` that draws everything.
+        progress: show a tqdm progress bar over the rasterisation.
+
+    Objects per image: a share :data:`ANNOTATION_ONLY_EMPTY_IMAGE_SHARE` of the images is empty; every other
+    image gets one object plus a Dirichlet-multinomial share of the rest (``multinomial(rest, g / sum g)``,
+    ``g ~ Gamma(1.2)``: a negative-binomial-like spread with a long tail, as COCO's counts), which sums to
+    ``num_objects`` exactly. Sizes: bins and sides as :func:`sample_sides` with the side ranges of the image's
+    shorter edge (``side_ranges(min(w, h))``), aspect ratio ``h / w`` log-uniform in ``[1/3, 3]``.
+
+    Outlines: non-crowd objects are jittered ellipses of :data:`OUTLINE_VERTICES` vertices (radii x
+    ``U(0.8, 1.0)``), scaled to polygon area ``side^2``, placed wholly inside the image, allowed to overlap
+    (this file is for counting and matching statistics, not for drawing). ``area`` and ``bbox`` are
+    pycocotools' ``area`` and ``toBbox`` of the polygon's RLE, as in :func:`generate_synthetic_coco`.
+    A share :data:`ANNOTATION_ONLY_CROWD_SHARE` (1 %) of the annotations are crowds: an
+    axis-aligned rectangle of the drawn size as uncompressed RLE, ``iscrowd=1``. Categories are our six
+    :data:`CATEGORIES`, drawn uniformly.
+    """
+    if not isinstance(num_images, (int, np.integer)) or num_images < 1:
+        raise ValueError(f"num_images={num_images!r} must be an integer >= 1")
+    if not isinstance(num_objects, (int, np.integer)) or num_objects < 0:
+        raise ValueError(f"num_objects={num_objects!r} must be an integer >= 0")
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+
+    size_table = np.array([(w, h) for w, h, _ in COCO_LIKE_IMAGE_SIZES])
+    shares = np.array([s for _, _, s in COCO_LIKE_IMAGE_SIZES])
+    size_index = rng.choice(len(size_table), size=num_images, p=shares / shares.sum())
+    image_widths, image_heights = size_table[size_index, 0], size_table[size_index, 1]
+
+    empty = rng.random(num_images) < ANNOTATION_ONLY_EMPTY_IMAGE_SHARE
+    if (~empty).sum() > num_objects:  # fewer objects than images: each gets at most one
+        empty = np.ones(num_images, dtype=bool)
+        empty[rng.choice(num_images, size=num_objects, replace=False)] = False
+    base = (~empty).astype(np.int64)
+    weights = rng.gamma(1.2, size=num_images) * ~empty
+    rest = num_objects - int(base.sum())
+    counts = base + (rng.multinomial(rest, weights / weights.sum()) if rest > 0 else 0)
+    object_image = np.repeat(np.arange(num_images), counts)  # image index of every object
+    n = num_objects
+
+    width = image_widths[object_image].astype(np.float64)
+    height = image_heights[object_image].astype(np.float64)
+    shorter = np.minimum(width, height)
+    sides = np.empty(n)
+    for edge in np.unique(shorter):  # a handful of distinct shorter edges
+        chosen = shorter == edge
+        sides[chosen], _ = sample_sides(rng, int(chosen.sum()), side_ranges(int(edge)))
+    aspect = np.exp(rng.uniform(np.log(1 / 3), np.log(3), n))  # height / width
+    crowd = rng.random(n) < ANNOTATION_ONLY_CROWD_SHARE
+    category_ids = rng.integers(1, len(CATEGORIES) + 1, n)
+
+    # jittered ellipses with axes ratio aspect, scaled to polygon area side^2, shrunk where too wide
+    angles = 2 * np.pi * np.arange(OUTLINE_VERTICES) / OUTLINE_VERTICES + rng.uniform(0, 2 * np.pi, (n, 1))
+    radii = rng.uniform(0.8, 1.0, (n, OUTLINE_VERTICES))
+    unit_x, unit_y = radii * np.cos(angles) / np.sqrt(aspect)[:, None], radii * np.sin(angles) * np.sqrt(aspect)[:, None]
+    unit_area = 0.5 * np.abs(np.sum(unit_x * np.roll(unit_y, -1, 1) - unit_y * np.roll(unit_x, -1, 1), axis=1))
+    scale = sides / np.sqrt(unit_area)
+    offset_x, offset_y = unit_x * scale[:, None], unit_y * scale[:, None]
+    span_x = offset_x.max(1) - offset_x.min(1)
+    span_y = offset_y.max(1) - offset_y.min(1)
+    fit = np.minimum(1.0, np.minimum((width - 2) / span_x, (height - 2) / span_y))
+    offset_x, offset_y = offset_x * fit[:, None], offset_y * fit[:, None]
+    low_x, high_x = 1 - offset_x.min(1), width - 1 - offset_x.max(1)
+    low_y, high_y = 1 - offset_y.min(1), height - 1 - offset_y.max(1)
+    centre_x = low_x + rng.random(n) * np.maximum(high_x - low_x, 0)
+    centre_y = low_y + rng.random(n) * np.maximum(high_y - low_y, 0)
+    xs = np.clip(np.round(centre_x[:, None] + offset_x, 2), 0.0, width[:, None])
+    ys = np.clip(np.round(centre_y[:, None] + offset_y, 2), 0.0, height[:, None])
+    box_w = np.minimum(sides / np.sqrt(aspect), width - 2)
+    box_h = np.minimum(sides * np.sqrt(aspect), height - 2)
+    polygons = np.stack([xs, ys], axis=2).reshape(n, -1)
+
+    areas = np.zeros(n, dtype=np.int64)
+    boxes = np.zeros((n, 4))
+    segmentation_texts: list[str] = [""] * n
+    polygon_rows = np.flatnonzero(~crowd)
+    bar = tqdm(total=n, desc="annotation-only json", unit="obj", disable=not progress)
+    with bar:
+        for w_value, h_value in np.unique(size_table[size_index], axis=0):
+            rows = polygon_rows[(image_widths[object_image[polygon_rows]] == w_value)
+                                & (image_heights[object_image[polygon_rows]] == h_value)]
+            for start in range(0, len(rows), 50_000):
+                chunk = rows[start:start + 50_000]
+                coordinate_lists = polygons[chunk].tolist()
+                rles = mask_utils.frPyObjects(coordinate_lists, int(h_value), int(w_value))
+                for first in range(0, len(rles), 200):  # pycocotools' area/toBbox take modest batches
+                    areas[chunk[first:first + 200]] = mask_utils.area(rles[first:first + 200])
+                    boxes[chunk[first:first + 200]] = mask_utils.toBbox(rles[first:first + 200])
+                for row, coordinates in zip(chunk.tolist(), coordinate_lists):
+                    segmentation_texts[row] = "[[" + ",".join(map(repr, coordinates)) + "]]"
+                bar.update(len(chunk))
+        crowd_rows = np.flatnonzero(crowd)
+        if len(crowd_rows):
+            cx = np.floor(centre_x[crowd_rows] - box_w[crowd_rows] / 2).astype(np.int64)
+            cy = np.floor(centre_y[crowd_rows] - box_h[crowd_rows] / 2).astype(np.int64)
+            cw = np.maximum(np.round(box_w[crowd_rows]).astype(np.int64), 1)
+            ch = np.maximum(np.round(box_h[crowd_rows]).astype(np.int64), 1)
+            H = height[crowd_rows].astype(np.int64)
+            W = width[crowd_rows].astype(np.int64)
+            cx, cy = np.clip(cx, 0, W - cw), np.clip(cy, 0, H - ch)
+            counts_texts = _rle_counts_of_rectangle(cx, cy, cw, ch, H, W)
+            for row, text, h_value, w_value in zip(crowd_rows.tolist(), counts_texts, H.tolist(), W.tolist()):
+                segmentation_texts[row] = f'{{"counts":{text},"size":[{h_value},{w_value}]}}'
+            areas[crowd_rows] = cw * ch
+            boxes[crowd_rows] = np.stack([cx, cy, cw, ch], axis=1)
+            bar.update(len(crowd_rows))
+
+    image_texts = [
+        f'{{"id":{i + 1},"file_name":"{image_file_name(i + 1)}","width":{w},"height":{h},"license":1}}'
+        for i, (w, h) in enumerate(zip(image_widths.tolist(), image_heights.tolist()))
+    ]
+    annotation_texts = [
+        f'{{"id":{a + 1},"image_id":{img + 1},"category_id":{cat},"segmentation":{seg},"area":{area},'
+        f'"bbox":[{bx!r},{by!r},{bw!r},{bh!r}],"iscrowd":{c}}}'
+        for a, (img, cat, seg, area, (bx, by, bw, bh), c) in enumerate(zip(
+            object_image.tolist(), category_ids.tolist(), segmentation_texts, areas.tolist(), boxes.tolist(),
+            crowd.astype(int).tolist()))
+    ]
+    head = {"info": {**INFO, "description": "sodlib annotation-only COCO-scale benchmark file (no images)"},
+            "licenses": LICENSES}
+    text = (_dump_json(head)[:-1] + ',"images":[' + ",".join(image_texts) + '],"annotations":['
+            + ",".join(annotation_texts) + '],"categories":' + _dump_json(CATEGORIES) + "}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s (%d images, %d annotations, no image files)", path, num_images, num_objects)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The embedded dataset
+# ----------------------------------------------------------------------------------------------------------
+
+def _stamp(split: str) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "split": split, "image_size": EMBEDDED_IMAGE_SIZE,
+            **EMBEDDED_SPLITS[split]}
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on ``folder/.lock`` (POSIX ``flock``; no lock where that is missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` of the embedded dataset's ``split``, generated on first use.
+
+    The dataset lives under ``root`` (default ``data_dir() / "embedded"``) as
+    ``annotations/instances_<split>.json`` and ``<split>/``, drawn by :func:`generate_synthetic_coco` with the
+    parameters in :data:`EMBEDDED_SPLITS` at :data:`EMBEDDED_IMAGE_SIZE` px. A stamp file
+    ``stamp_<split>.json`` records :data:`GENERATOR_VERSION` and those parameters; when it is missing or
+    differs (the generator changed), the split is generated again. A file lock makes concurrent callers
+    (e.g. pytest-xdist workers) wait for one generation instead of racing.
+    """
+    if split not in EMBEDDED_SPLITS:
+        raise ValueError(f"split={split!r} is not an embedded split; use one of {', '.join(EMBEDDED_SPLITS)}")
+    root = Path(root) if root is not None else data_dir() / "embedded"
+    json_path = root / "annotations" / f"instances_{split}.json"
+    image_folder = root / split
+    stamp_path = root / f"stamp_{split}.json"
+    wanted = _stamp(split)
+    with _folder_lock(root):
+        current = None
+        if stamp_path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                current = json.loads(stamp_path.read_text())
+        if current != wanted or not json_path.is_file() or not image_folder.is_dir():
+            logger.info("generating the embedded dataset's %s split in %s (stamp %s)", split, root, wanted)
+            stamp_path.unlink(missing_ok=True)
+            generate_synthetic_coco(root, split=split, image_size=EMBEDDED_IMAGE_SIZE, overwrite=True,
+                                    **EMBEDDED_SPLITS[split])
+            stamp_path.write_text(json.dumps(wanted, indent=1) + "\n")
+        else:
+            logger.debug("reusing the embedded dataset's %s split in %s", split, root)
+    return json_path, image_folder
