@@ -59,7 +59,7 @@ first, then medium, then small; an object that finds no free place is shrunk by 
 its bin's lower side) and tried again, and dropped after 5 shrinks (rare: a few per thousand).
 
 **Objects per image**: ``1 + NegativeBinomial`` with mean :data:`MEAN_OBJECTS_PER_IMAGE` - 1 and shape 1.5
-(a long tail, like COCO's, with some images holding dozens), at most 60. The drawn mean is 7.6 so that, after the
+(a long tail, like COCO's, with some images holding dozens), at most 60. The drawn mean is 7.4 so that, after the
 few objects that find no room, an image holds about 7.3 annotations, as COCO train2017 (860,001 / 118,287).
 
 **Determinism**: image ``i`` of a run with seed ``seed`` draws everything from
@@ -110,13 +110,13 @@ EMBEDDED_IMAGE_SIZE = 512
 
 SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
 """COCO train2017's share of objects per size bin (by annotation count, by mask area)."""
-LARGE_DRAW_BOOST = 1.2
-"""The image generator draws the large bin with weight ``1.2 * 0.2424`` (then renormalises): about 3 % of the
+LARGE_DRAW_BOOST = 1.15
+"""The image generator draws the large bin with weight ``1.15 * 0.2424`` (then renormalises): about 3 % of the
 drawn objects, nearly all large, find no room in images already holding several large objects and are dropped,
 and this boost brings the measured share back to COCO's."""
 SMALLEST_SIDE = 4.0
 LARGEST_SIDE_FRACTION = 0.5
-MEAN_OBJECTS_PER_IMAGE = 7.6
+MEAN_OBJECTS_PER_IMAGE = 7.4
 MAX_OBJECTS_PER_IMAGE = 60
 OBJECT_COUNT_SHAPE = 1.5
 CROWD_PROBABILITY = 0.07
