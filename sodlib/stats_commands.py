@@ -1,0 +1,184 @@
+"""Commands ``python -m sodlib stats`` and ``python -m sodlib anchors``.
+
+- ``stats ANNOTATIONS.json [--area box] [--resize 800 1333] [--anchors SPEC] [--ties all|one]
+  [--format table|json|csv]``: Kisantal's Table 2 for a COCO file: per size bin the object, image and
+  pixel-area shares, and how the RPN's anchor matching treats the bin;
+- ``anchors --annotations FILE --stride 16 --iou 0.5``: anchor sizes derived from the file's object sizes so
+  that every object between the chosen quantiles has an anchor reaching the IoU in the worst placement.
+
+An anchor SPEC is ``fpn`` (Kisantal's FPN set: 32..512 on strides 4..64) or levels ``STRIDE:SIZE,SIZE;...``,
+e.g. ``16:16,25,32,45,64,90`` (one level) or ``4:32;8:64;16:128;32:256;64:512``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+from sodlib.anchors import FPN_ANCHORS, AnchorSet
+
+LARGE_FILE_ANNOTATIONS = 50_000  # show progress bars from this many annotations on
+
+
+def parse_anchor_spec(spec: str, ratios: str = "0.5,1,2", offset: float = 0.0) -> AnchorSet:
+    """``"fpn"`` or ``"STRIDE:SIZE,SIZE;STRIDE:SIZE"`` (and ``--ratios`` as ``"0.5,1,2"``) to an AnchorSet."""
+    try:
+        aspect_ratios = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise ValueError(f"--ratios {ratios!r} must be comma-separated numbers (h / w), e.g. 0.5,1,2") from None
+    if spec.strip().lower() == "fpn":
+        return AnchorSet(FPN_ANCHORS.strides, FPN_ANCHORS.sizes, aspect_ratios, offset=offset)
+    strides, sizes = [], []
+    try:
+        for level in spec.split(";"):
+            stride, level_sizes = level.split(":")
+            strides.append(float(stride))
+            sizes.append(tuple(float(s) for s in level_sizes.split(",")))
+    except ValueError:
+        raise ValueError(f"--anchors {spec!r} must be 'fpn' or levels 'STRIDE:SIZE,SIZE;STRIDE:SIZE', e.g. '16:16,25,32,45,64,90'") from None
+    return AnchorSet(tuple(strides), tuple(sizes), aspect_ratios, offset=offset)
+
+
+def _percent(value: float) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths))) for line in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _table_rows(sizes, matching) -> tuple[list[str], list[list[str]]]:
+    header = ["bin", "objects", "object share", "images", "image share", "area share"]
+    if matching is not None:
+        header += ["pos. anchor share", "anchors / object", "mean best IoU", "no anchor"]
+    rows = []
+    for i, b in enumerate(sizes.bins):
+        row = [b.bin, str(b.objects), _percent(b.object_share), str(b.images), _percent(b.image_share), _percent(b.area_share)]
+        if matching is not None:
+            m = matching.bins[i]
+            row += [_percent(m.positive_anchor_share), _number(m.matched_anchors_per_object), _number(m.mean_best_iou), _percent(m.unmatched_share)]
+        rows.append(row)
+    return header, rows
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from sodlib.data import load_coco
+    from sodlib.stats import anchor_matching_statistics, object_table, size_statistics
+
+    resize = tuple(args.resize) if args.resize else None
+    anchors = parse_anchor_spec(args.anchors, args.ratios, args.offset)
+    coco = load_coco(args.annotations)
+    large = len(coco.dataset["annotations"]) >= LARGE_FILE_ANNOTATIONS
+    sizes = size_statistics(coco, area=args.area, resize=resize, include_crowd=args.include_crowd)
+    matching = None
+    if not args.no_matching:
+        table = object_table(coco, area=args.area, resize=resize, include_crowd=args.include_crowd)
+        matching = anchor_matching_statistics(table, anchors=anchors, pos_iou=args.pos_iou, neg_iou=args.neg_iou, allow_low_quality=not args.no_low_quality,
+                                              ties=args.ties, progress=large)
+    if args.format == "json":
+        document: dict[str, Any] = {"annotations": str(args.annotations), "size_statistics": sizes.to_dict()}
+        if matching is not None:
+            document["anchor_matching"] = matching.to_dict()
+        print(json.dumps(document, indent=2, default=float))
+        return 0
+    header, rows = _table_rows(sizes, matching)
+    if args.format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        keys = list(sizes.rows()[0]) + ([k for k in matching.rows()[0] if k != "bin"] if matching else [])
+        writer.writerow(keys)
+        for i, row in enumerate(sizes.rows()):
+            extra = {k: v for k, v in matching.rows()[i].items() if k != "bin"} if matching else {}
+            writer.writerow([{**row, **extra}[k] for k in keys])
+        sys.stdout.write(out.getvalue())
+        return 0
+    resized = f"resized to {resize[0]}/{resize[1]} as torchvision" if resize else "original image sizes"
+    crowd = "crowd included" if sizes.include_crowd else f"crowd excluded ({sizes.crowd_excluded})"
+    print(f"{args.annotations}: {sizes.num_images} images, {sizes.num_objects} objects; bins by {sizes.area_mode} area "
+          f"(both edges inclusive), {resized}, {crowd}")
+    if matching is not None:
+        rule = f"IoU >= {matching.pos_iou:g}" + (f" or best anchor of an object (ties: {matching.ties})" if matching.allow_low_quality else "")
+        print(f"anchors: {matching.anchor_set}; positive if {rule}; "
+              f"{matching.positive_anchors} positive of {matching.anchors} anchors"
+              + (f"; {matching.degenerate_objects} zero-size boxes not matched" if matching.degenerate_objects else ""))
+    print(format_table(rows, header))
+    if args.categories:
+        first = sizes.bins[0].bin
+        print(f"\ncategories with the largest {first} share:")
+        cat_rows = [[c.name, str(c.objects)] + [_percent(c.share_per_bin[b.bin]) for b in sizes.bins] for c in sizes.categories[: args.categories]]
+        print(format_table(cat_rows, ["category", "objects"] + [b.bin for b in sizes.bins]))
+    return 0
+
+
+def _anchors(args: argparse.Namespace) -> int:
+    from sodlib.anchors import derive_anchor_sizes
+    from sodlib.data import load_coco
+    from sodlib.stats import object_table
+
+    resize = tuple(args.resize) if args.resize else None
+    table = object_table(load_coco(args.annotations), area=args.area, resize=resize, include_crowd=False)
+    if table.num_objects == 0:
+        raise ValueError(f"{args.annotations} has no (non-crowd) annotations to derive anchor sizes from")
+    sides = np.sqrt(table.areas[table.areas > 0])
+    derived = derive_anchor_sizes(sides, args.stride, args.iou, quantiles=(args.quantiles[0], args.quantiles[1]))
+    if args.format == "json":
+        print(json.dumps({"annotations": str(args.annotations), **derived.__dict__}, indent=2, default=float))
+        return 0
+    lo, hi = derived.covered_range
+    print(f"{args.annotations}: {derived.num_objects} objects, sides sqrt({table.area_mode} area)"
+          + (f" after resizing to {resize[0]}/{resize[1]}" if resize else ""))
+    print(f"stride {args.stride:g}, IoU {args.iou:g}, worst placement (centres stride/2 apart on each axis): "
+          f"smallest matchable side {derived.min_matchable_size:.2f} px; "
+          f"{100 * derived.unmatchable_share:.1f}% of objects are smaller")
+    print(f"anchor sizes covering sides {lo:.1f}..{hi:.1f} px (quantiles {args.quantiles[0]:g}..{args.quantiles[1]:g}):")
+    print("{" + ", ".join(f"{s:g}" for s in derived.sizes) + "}")
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--area", choices=("mask", "box"), default="mask", help="size bins by the annotation's area field (default, as COCOeval) or by bbox w*h")
+    parser.add_argument("--resize", nargs=2, type=int, metavar=("MIN", "MAX"), help="resize images as torchvision's GeneralizedRCNNTransform, e.g. 800 1333")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stats = subparsers.add_parser("stats", help="size-bin and anchor-matching statistics of a COCO file (Kisantal Table 2)",
+                                  description="Per COCO size bin: object, image and pixel-area shares, and RPN anchor matching.")
+    stats.add_argument("annotations", help="COCO instances json")
+    _add_common(stats)
+    stats.add_argument("--anchors", default="fpn", help="'fpn' (32..512 on strides 4..64) or 'STRIDE:SIZE,SIZE;...'")
+    stats.add_argument("--ratios", default="0.5,1,2", help="anchor aspect ratios h / w (default 0.5,1,2)")
+    stats.add_argument("--offset", type=float, default=0.0, help="anchor centre offset as a fraction of the stride (0 as torchvision, or 0.5)")
+    stats.add_argument("--pos-iou", type=float, default=0.7)
+    stats.add_argument("--neg-iou", type=float, default=0.3)
+    stats.add_argument("--ties", choices=("all", "one"), default="all",
+                       help="best-anchor rule: every anchor tied at an object's best IoU (torchvision's Matcher, default) or one per object")
+    stats.add_argument("--no-low-quality", action="store_true", help="do not promote each object's best anchor")
+    stats.add_argument("--include-crowd", action="store_true", help="count crowd annotations too")
+    stats.add_argument("--no-matching", action="store_true", help="size statistics only")
+    stats.add_argument("--categories", type=int, default=0, metavar="N", help="also list the N categories with the largest small share")
+    stats.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    stats.set_defaults(func=_stats)
+
+    anchors = subparsers.add_parser("anchors", help="derive anchor sizes from a COCO file's object sizes",
+                                    description="Anchor sizes so that every object side between the quantiles has an anchor "
+                                                "reaching the IoU threshold when placed worst (centres stride/2 apart).")
+    anchors.add_argument("--annotations", required=True, help="COCO instances json")
+    anchors.add_argument("--stride", type=float, required=True, help="feature stride in pixels")
+    anchors.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    anchors.add_argument("--quantiles", nargs=2, type=float, default=(0.01, 0.99), metavar=("LOW", "HIGH"))
+    _add_common(anchors)
+    anchors.add_argument("--format", choices=("table", "json"), default="table")
+    anchors.set_defaults(func=_anchors)
