@@ -14,7 +14,6 @@ PORT   ?= 8888
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= 2
-export MPLBACKEND ?= Agg
 
 EXT_SOURCES := $(shell find extensions -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 STAMP := $(VENV)/.sodlib-installed
@@ -42,7 +41,7 @@ lab-check: data
 test: data test-py test-notebooks
 
 test-py: install
-	SODLIB_REQUIRE_EXT=1 $(PY) -m pytest -n 2 --dist loadscope tests
+	SODLIB_REQUIRE_EXT=1 MPLBACKEND=Agg $(PY) -m pytest -n 2 --dist loadscope tests
 
 test-notebooks: data
 	SODLIB_REQUIRE_EXT=1 SODLIB_FAST=1 $(PY) -m pytest -n 2 --dist loadscope --nbval-lax \

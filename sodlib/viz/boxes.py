@@ -47,7 +47,7 @@ def plot_samples(dataset, indices: Sequence[int], *, ncols: int = 4, size: float
         ax.set_axis_off()
     for ax, index in zip(axes.flat, indices):
         image, target = dataset[index]
-        draw_target(ax, image, target, title=f"image {target['image_id']}: {len(target['boxes'])} objects")
+        draw_target(ax, image, target, title=f"image {target['image_id']}: {len(target['boxes'])} object{'s' if len(target['boxes']) != 1 else ''}")
     figure.legend(handles=_legend_handles(), loc="lower center", ncol=len(SIZE_BINS), frameon=False)
     if title:
         figure.suptitle(title)
@@ -70,8 +70,10 @@ def plot_size_mix(shares: Mapping[str, Mapping[str, float]], *, title: str = "ob
         bars = ax.bar(positions, values, width=width, label=source)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(np.arange(len(bins)), bins)
+    top = max((max(values.values(), default=0.0) for values in shares.values()), default=0.0)
+    ax.set_ylim(0, max(1.0, top) * 1.45)  # head room for the legend above the bars
     ax.set_ylabel("% of objects")
     ax.set_title(title)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper right")
     figure.tight_layout()
     return figure
