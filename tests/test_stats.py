@@ -42,7 +42,7 @@ def hand_built_sizes():
             box_annotation(1, 0, 0, 10, 10),  # small, 100
             box_annotation(1, 0, 0, 32, 32),  # exactly 1024: small and medium
             box_annotation(2, 0, 0, 100, 100, category_id=2),  # large, 10000
-            box_annotation(3, 0, 0, 5, 10, iscrowd=1),  # crowd, small, 50
+            box_annotation(3, 0, 0, 5, 10, iscrowd=1, segmentation={"counts": [0, 50, 2450], "size": [50, 50]}),  # crowd, 50
             box_annotation(2, 0, 0, 40, 50, area=1000.0),  # mask area 1000 (small), box area 2000 (medium)
         ],
     )
@@ -243,3 +243,39 @@ def test_coco_mini_counts():
     assert rows["small"]["images"] == 188 and stats.num_images == 337
     table = object_table(path)
     assert table.num_objects == 2810 and table.crowd_excluded == 28
+
+
+# ---------------------------------------------------------------- commands
+def write_json(tmp_path, coco) -> str:
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco.dataset))
+    return str(path)
+
+
+def test_stats_command_formats(tmp_path, capsys):
+    from sodlib.cli import main
+
+    path = write_json(tmp_path, hand_built_sizes())
+    assert main(["stats", path, "--anchors", "16:32", "--ratios", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "crowd excluded (1)" in out and "mean best IoU" in out and "75.00%" in out
+    assert main(["stats", path, "--format", "json", "--resize", "800", "1333", "--ties", "one"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["anchor_matching"]["ties"] == "one" and document["size_statistics"]["resize"] == [800, 1333]
+    assert main(["stats", path, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("bin,objects,object_share") and "mean_best_iou" in lines[0] and len(lines) == 4
+    assert main(["stats", path, "--anchors", "16:x"]) == 2
+    assert "--anchors" in capsys.readouterr().err
+
+
+def test_anchors_command(tmp_path, capsys):
+    from sodlib.cli import main
+
+    sides = np.geomspace(20, 200, 40)
+    coco = make_coco([(400, 400)], [box_annotation(1, 0, 0, float(s), float(s)) for s in sides])
+    assert main(["anchors", "--annotations", write_json(tmp_path, coco), "--stride", "8", "--iou", "0.5", "--format", "json"]) == 0
+    derived = json.loads(capsys.readouterr().out)
+    assert derived["sizes"] == sorted(derived["sizes"]) and derived["min_matchable_size"] == pytest.approx(19.314, abs=1e-3)
+    assert main(["anchors", "--annotations", write_json(tmp_path, coco), "--stride", "8"]) == 0
+    assert "smallest matchable side 19.31 px" in capsys.readouterr().out
