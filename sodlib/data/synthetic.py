@@ -45,7 +45,7 @@ pixels agree). Crowd annotations use the same definitions on their RLE. Objects 
 
 **Size distribution** (by object count, COCO's bins by mask area, :mod:`sodlib.data.sizes`). Each object
 first draws its bin with probabilities :data:`SIZE_BIN_PROBABILITIES` (COCO train2017: 41.43 / 34.32 /
-24.24 % small / medium / large), then its side ``s = sqrt(area)`` log-uniformly inside the bin's side range::
+24.24 % small / medium / large; the large weight times :data:`LARGE_DRAW_BOOST`, see Placement), then its side ``s = sqrt(area)`` log-uniformly inside the bin's side range::
 
     small  s in [4, 32],  medium  s in [32, 96],  large  s in [96, s_max],  s_max = 0.5 * image_size
     s = exp(U(log lo, log hi))
@@ -54,9 +54,15 @@ first draws its bin with probabilities :data:`SIZE_BIN_PROBABILITIES` (COCO trai
 below 192 there are no large objects). A shape is scaled to a target area with its unit-area template:
 every outline is stored as a polygon ``v`` of shoelace area 1 centred at the origin, so ``s * R(angle) *
 stretch(a) * v + centre`` has polygon area ``s^2``; the rasterised area differs from ``s^2`` by the pixels
-along the outline, which is why the bins are measured on the rasterised ``area``. Large objects are placed
-first, then medium, then small; an object that finds no free place is shrunk by 15 % (not below 1.05 times
-its bin's lower side) and tried again, and dropped after 5 shrinks (rare: a few per thousand).
+along the outline, which is why the bins are measured on the rasterised ``area``. Sides are capped so that
+a shape fits in the image at any angle (``s <= (image_size / 2 - 2) / (r_max * sqrt(max(a, 1/a)))``).
+
+**Placement**: objects are placed largest first. For each, a coarse occupancy grid (4 px cells) and its
+integral image give every centre where the polygon's box is free; one is picked at random, then 4 blind
+tries follow (shapes can interlock where boxes cannot); a try is accepted when the rasterised mask shares no
+pixel with the masks already placed. An object with no room is shrunk by 15 % (not below 1.05 times its bin's
+lower side, so that it stays in its bin) and tried again, and dropped after 5 shrinks: about 3 % of the drawn
+objects, nearly all large ones in images that already hold several, which :data:`LARGE_DRAW_BOOST` makes up.
 
 **Objects per image**: ``1 + NegativeBinomial`` with mean :data:`MEAN_OBJECTS_PER_IMAGE` - 1 and shape 1.5
 (a long tail, like COCO's, with some images holding dozens), at most 60. The drawn mean is 7.4 so that, after the
@@ -110,8 +116,8 @@ EMBEDDED_IMAGE_SIZE = 512
 
 SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
 """COCO train2017's share of objects per size bin (by annotation count, by mask area)."""
-LARGE_DRAW_BOOST = 1.15
-"""The image generator draws the large bin with weight ``1.15 * 0.2424`` (then renormalises): about 3 % of the
+LARGE_DRAW_BOOST = 1.1
+"""The image generator draws the large bin with weight ``1.1 * 0.2424`` (then renormalises): about 3 % of the
 drawn objects, nearly all large, find no room in images already holding several large objects and are dropped,
 and this boost brings the measured share back to COCO's."""
 SMALLEST_SIDE = 4.0
@@ -231,7 +237,11 @@ def sample_sides(rng: np.random.Generator, count: int, ranges: dict[str, tuple[f
 # ----------------------------------------------------------------------------------------------------------
 
 @dataclass
-class _Placed:
+class PlacedObject:
+    """One annotation of a drawn image, without its ids: ``segmentation`` is ``[[x1, y1, ...]]`` (a polygon)
+    or an uncompressed RLE dict for a crowd; ``area`` and ``bbox`` (``[x, y, w, h]``, the mask's tight box)
+    are pycocotools' ``area`` and ``toBbox`` of that segmentation's mask."""
+
     category_id: int
     segmentation: list | dict
     area: int
@@ -271,13 +281,13 @@ def _paint_background(rng: np.random.Generator, size: int) -> Image.Image:
         rx, ry = rng.uniform(20, 140, 2) * scale
         kind = rng.integers(3)
         if kind == 0:
-            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(60, 160)))
+            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(40, 110)))
         elif kind == 1:
-            draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(60, 160)))
+            draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(40, 110)))
         else:
             angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(4, 8)))
             points = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
-            draw.polygon([tuple(p) for p in points], fill=int(rng.integers(60, 160)))
+            draw.polygon([tuple(p) for p in points], fill=int(rng.integers(40, 110)))
         image.paste(Image.new("RGB", (size, size), _random_colour(rng)), mask=layer)
 
     draw = ImageDraw.Draw(image)
@@ -382,7 +392,7 @@ def _free(occupied: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]
     return not np.any(occupied[y0:y1, x0:x1] & mask[y0:y1, x0:x1].astype(bool))
 
 
-def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray) -> _Placed | None:
+def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray) -> PlacedObject | None:
     """A tight cluster of tiny instances of one category, annotated as one crowd RLE (see module docstring)."""
     size = pixels.shape[0]
     category = CATEGORIES[rng.integers(len(CATEGORIES))]
@@ -411,7 +421,7 @@ def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndar
     occupied[y0:y1, x0:x1] = True  # the crowd's whole region is taken
     rle = uncompressed_rle(union)
     compressed = mask_utils.frPyObjects(rle, size, size)
-    return _Placed(category["id"], rle, int(mask_utils.area(compressed)),
+    return PlacedObject(category["id"], rle, int(mask_utils.area(compressed)),
                    [float(v) for v in mask_utils.toBbox(compressed)], 1)
 
 
@@ -447,7 +457,7 @@ def _free_offsets(occupied: np.ndarray, extent: tuple[float, float, float, float
     return np.stack([columns + left, rows + top], axis=1).astype(np.float64) * cell
 
 
-def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int) -> list[_Placed]:
+def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int) -> list[PlacedObject]:
     """Place up to ``count`` objects with sizes from :func:`sample_sides` where no mask overlaps another;
     paint them into ``pixels`` (``uint8 [H, W, 3]``) and mark them in ``occupied`` (``bool [H, W]``)."""
     size = pixels.shape[0]
@@ -493,12 +503,12 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
         x0, y0, x1, y1 = box
         occupied[y0:y1, x0:x1] |= mask[y0:y1, x0:x1].astype(bool)
         _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
-        placed.append(_Placed(category["id"], [polygon], int(mask_utils.area(rle)),
+        placed.append(PlacedObject(category["id"], [polygon], int(mask_utils.area(rle)),
                               [float(v) for v in mask_utils.toBbox(rle)], 0))
     return placed
 
 
-def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Image, list[_Placed]]:
+def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Image, list[PlacedObject]]:
     """Draw image ``image_index`` of the run with ``seed``: the RGB image and its annotations (without ids).
 
     Everything comes from ``numpy.random.default_rng([seed, image_index])``.
@@ -524,7 +534,7 @@ def image_file_name(image_id: int) -> str:
     return f"{image_id:012d}.jpg"
 
 
-def _write_one_image(task: tuple[int, int, int, str]) -> list[_Placed]:
+def _write_one_image(task: tuple[int, int, int, str]) -> list[PlacedObject]:
     seed, image_index, image_size, folder = task
     image, annotations = render_image(seed, image_index, image_size)
     image.save(Path(folder) / image_file_name(image_index + 1), format="JPEG", quality=JPEG_QUALITY)
@@ -598,7 +608,7 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
         logger.info("drawing %d synthetic images of %d px (seed %d) into %s with %d worker(s)",
                     num_images, image_size, seed, image_folder, workers)
         bar = tqdm(total=num_images, desc=f"synthetic {split}", unit="img", disable=not progress)
-        per_image: list[list[_Placed]] = []
+        per_image: list[list[PlacedObject]] = []
         with bar, (multiprocessing.get_context().Pool(workers) if workers > 1 else contextlib.nullcontext()) as pool:
             results = pool.imap(_write_one_image, tasks, chunksize=4) if pool is not None else map(_write_one_image, tasks)
             for annotations in results:
@@ -646,12 +656,11 @@ most frequent sizes (640 x 480 alone is about half of COCO)."""
 ANNOTATION_ONLY_EMPTY_IMAGE_SHARE = 0.0086
 """Share of images without objects (COCO train2017: 1,021 of 118,287)."""
 ANNOTATION_ONLY_CROWD_SHARE = 0.01
-OUTLINE_VERTICES = 12
 
 
 def _rle_counts_of_rectangle(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, height: np.ndarray,
                              width: np.ndarray) -> list[str]:
-    """Uncompressed column-major RLE counts (as json text) of axis-aligned rectangles, one per row."""
+    """Uncompressed column-major RLE counts (as json text) of whole-pixel rectangles, one per row."""
     texts = []
     for xi, yi, wi, hi, H, W in zip(x.tolist(), y.tolist(), w.tolist(), h.tolist(), height.tolist(), width.tolist()):
         before = xi * H + yi
@@ -659,6 +668,20 @@ def _rle_counts_of_rectangle(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.
         middle = f",{hi},{H - hi}" * (wi - 1)
         texts.append(f"[{before}{middle},{hi},{after}]")
     return texts
+
+
+def notched_rectangle_polygons(x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, notch_x: np.ndarray,
+                               notch_y: np.ndarray) -> np.ndarray:
+    """``int64 [N, 24]`` flat 12-vertex polygons: the rectangle ``[x0, x0 + w] x [y0, y0 + h]`` with a
+    ``notch_x`` x ``notch_y`` square cut from each corner (``2 * notch < side``; no notch when either is 0).
+
+    On whole-pixel coordinates every edge is axis-aligned, and pycocotools rasterises such a polygon to
+    exactly the pixels inside it: ``area = w * h - 4 * notch_x * notch_y`` and ``toBbox = [x0, y0, w, h]``.
+    """
+    x1, y1 = x0 + w, y0 + h
+    a, b = notch_x, notch_y
+    return np.stack([x0 + a, y0, x1 - a, y0, x1 - a, y0 + b, x1, y0 + b, x1, y1 - b, x1 - a, y1 - b, x1 - a, y1,
+                     x0 + a, y1, x0 + a, y1 - b, x0, y1 - b, x0, y0 + b, x0 + a, y0 + b], axis=1).astype(np.int64)
 
 
 def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118_287, num_objects: int = 860_001,
@@ -671,21 +694,23 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
             :data:`COCO_LIKE_IMAGE_SIZES` (``file_name`` names files that do not exist).
         num_objects: exactly this many annotations, ids ``1..num_objects``.
         seed: seed of the ``numpy.random.Generator`` that draws everything.
-        progress: show a tqdm progress bar over the rasterisation.
+        progress: show a tqdm progress bar over the steps.
 
     Objects per image: a share :data:`ANNOTATION_ONLY_EMPTY_IMAGE_SHARE` of the images is empty; every other
     image gets one object plus a Dirichlet-multinomial share of the rest (``multinomial(rest, g / sum g)``,
     ``g ~ Gamma(1.2)``: a negative-binomial-like spread with a long tail, as COCO's counts), which sums to
-    ``num_objects`` exactly. Sizes: bins and sides as :func:`sample_sides` with the side ranges of the image's
-    shorter edge (``side_ranges(min(w, h))``), aspect ratio ``h / w`` log-uniform in ``[1/3, 3]``.
+    ``num_objects`` exactly. Sizes: bins and sides as :func:`sample_sides` (COCO's shares, no boost: nothing is
+    dropped here) with the side ranges of the image's shorter edge (``side_ranges(min(w, h))``); aspect ratio
+    ``h / w`` log-uniform in ``[1/3, 3]``.
 
-    Outlines: non-crowd objects are jittered ellipses of :data:`OUTLINE_VERTICES` vertices (radii x
-    ``U(0.8, 1.0)``), scaled to polygon area ``side^2``, placed wholly inside the image, allowed to overlap
-    (this file is for counting and matching statistics, not for drawing). ``area`` and ``bbox`` are
-    pycocotools' ``area`` and ``toBbox`` of the polygon's RLE, as in :func:`generate_synthetic_coco`.
-    A share :data:`ANNOTATION_ONLY_CROWD_SHARE` (1 %) of the annotations are crowds: an
-    axis-aligned rectangle of the drawn size as uncompressed RLE, ``iscrowd=1``. Categories are our six
-    :data:`CATEGORIES`, drawn uniformly.
+    Outlines: to stay under 30 s for 860k objects without rasterising each, non-crowd objects are
+    :func:`notched_rectangle_polygons` on whole pixels (notch ``f * w`` by ``f * h``, ``f ~ U(0, 0.3)``), whose
+    pycocotools mask area and box are known exactly (``area = w * h - 4 * notch_x * notch_y``,
+    ``bbox = [x0, y0, w, h]``, as :func:`generate_synthetic_coco` defines them); ``w`` and ``h`` are
+    ``side * sqrt(1 / aspect) / sqrt(1 - 4 f^2)`` and ``side * sqrt(aspect) / sqrt(1 - 4 f^2)`` rounded, so the
+    area is about ``side^2``. Objects lie inside their image and may overlap (this file is for counting and
+    matching statistics, not for drawing). A share :data:`ANNOTATION_ONLY_CROWD_SHARE` (1 %) are crowds: the
+    rectangle as an uncompressed RLE, ``iscrowd=1``. Categories are our six :data:`CATEGORIES`, uniformly.
     """
     if not isinstance(num_images, (int, np.integer)) or num_images < 1:
         raise ValueError(f"num_images={num_images!r} must be an integer >= 1")
@@ -693,6 +718,7 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
         raise ValueError(f"num_objects={num_objects!r} must be an integer >= 0")
     path = Path(path)
     rng = np.random.default_rng(seed)
+    bar = tqdm(total=4, desc="annotation-only json", disable=not progress)
 
     size_table = np.array([(w, h) for w, h, _ in COCO_LIKE_IMAGE_SIZES])
     shares = np.array([s for _, _, s in COCO_LIKE_IMAGE_SIZES])
@@ -710,83 +736,61 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
     object_image = np.repeat(np.arange(num_images), counts)  # image index of every object
     n = num_objects
 
-    width = image_widths[object_image].astype(np.float64)
-    height = image_heights[object_image].astype(np.float64)
+    width = image_widths[object_image]
+    height = image_heights[object_image]
     shorter = np.minimum(width, height)
     sides = np.empty(n)
     for edge in np.unique(shorter):  # a handful of distinct shorter edges
         chosen = shorter == edge
         sides[chosen], _ = sample_sides(rng, int(chosen.sum()), side_ranges(int(edge)))
     aspect = np.exp(rng.uniform(np.log(1 / 3), np.log(3), n))  # height / width
+    notch = rng.uniform(0, 0.3, n)
     crowd = rng.random(n) < ANNOTATION_ONLY_CROWD_SHARE
+    notch[crowd] = 0.0
+    grow = 1 / np.sqrt(1 - 4 * notch**2)
+    box_w = np.clip(np.round(sides / np.sqrt(aspect) * grow), 1, width).astype(np.int64)
+    box_h = np.clip(np.round(sides * np.sqrt(aspect) * grow), 1, height).astype(np.int64)
+    notch_x = np.floor(notch * box_w).astype(np.int64)
+    notch_y = np.floor(notch * box_h).astype(np.int64)
+    no_notch = (notch_x == 0) | (notch_y == 0)
+    notch_x[no_notch] = 0
+    notch_y[no_notch] = 0
+    x0 = np.floor(rng.random(n) * (width - box_w + 1)).astype(np.int64)
+    y0 = np.floor(rng.random(n) * (height - box_h + 1)).astype(np.int64)
+    areas = box_w * box_h - 4 * notch_x * notch_y
     category_ids = rng.integers(1, len(CATEGORIES) + 1, n)
+    bar.update(1)
 
-    # jittered ellipses with axes ratio aspect, scaled to polygon area side^2, shrunk where too wide
-    angles = 2 * np.pi * np.arange(OUTLINE_VERTICES) / OUTLINE_VERTICES + rng.uniform(0, 2 * np.pi, (n, 1))
-    radii = rng.uniform(0.8, 1.0, (n, OUTLINE_VERTICES))
-    unit_x, unit_y = radii * np.cos(angles) / np.sqrt(aspect)[:, None], radii * np.sin(angles) * np.sqrt(aspect)[:, None]
-    unit_area = 0.5 * np.abs(np.sum(unit_x * np.roll(unit_y, -1, 1) - unit_y * np.roll(unit_x, -1, 1), axis=1))
-    scale = sides / np.sqrt(unit_area)
-    offset_x, offset_y = unit_x * scale[:, None], unit_y * scale[:, None]
-    span_x = offset_x.max(1) - offset_x.min(1)
-    span_y = offset_y.max(1) - offset_y.min(1)
-    fit = np.minimum(1.0, np.minimum((width - 2) / span_x, (height - 2) / span_y))
-    offset_x, offset_y = offset_x * fit[:, None], offset_y * fit[:, None]
-    low_x, high_x = 1 - offset_x.min(1), width - 1 - offset_x.max(1)
-    low_y, high_y = 1 - offset_y.min(1), height - 1 - offset_y.max(1)
-    centre_x = low_x + rng.random(n) * np.maximum(high_x - low_x, 0)
-    centre_y = low_y + rng.random(n) * np.maximum(high_y - low_y, 0)
-    xs = np.clip(np.round(centre_x[:, None] + offset_x, 2), 0.0, width[:, None])
-    ys = np.clip(np.round(centre_y[:, None] + offset_y, 2), 0.0, height[:, None])
-    box_w = np.minimum(sides / np.sqrt(aspect), width - 2)
-    box_h = np.minimum(sides * np.sqrt(aspect), height - 2)
-    polygons = np.stack([xs, ys], axis=2).reshape(n, -1)
-
-    areas = np.zeros(n, dtype=np.int64)
-    boxes = np.zeros((n, 4))
-    segmentation_texts: list[str] = [""] * n
     polygon_rows = np.flatnonzero(~crowd)
-    bar = tqdm(total=n, desc="annotation-only json", unit="obj", disable=not progress)
-    with bar:
-        for w_value, h_value in np.unique(size_table[size_index], axis=0):
-            rows = polygon_rows[(image_widths[object_image[polygon_rows]] == w_value)
-                                & (image_heights[object_image[polygon_rows]] == h_value)]
-            for start in range(0, len(rows), 50_000):
-                chunk = rows[start:start + 50_000]
-                coordinate_lists = polygons[chunk].tolist()
-                rles = mask_utils.frPyObjects(coordinate_lists, int(h_value), int(w_value))
-                for first in range(0, len(rles), 200):  # pycocotools' area/toBbox take modest batches
-                    areas[chunk[first:first + 200]] = mask_utils.area(rles[first:first + 200])
-                    boxes[chunk[first:first + 200]] = mask_utils.toBbox(rles[first:first + 200])
-                for row, coordinates in zip(chunk.tolist(), coordinate_lists):
-                    segmentation_texts[row] = "[[" + ",".join(map(repr, coordinates)) + "]]"
-                bar.update(len(chunk))
-        crowd_rows = np.flatnonzero(crowd)
-        if len(crowd_rows):
-            cx = np.floor(centre_x[crowd_rows] - box_w[crowd_rows] / 2).astype(np.int64)
-            cy = np.floor(centre_y[crowd_rows] - box_h[crowd_rows] / 2).astype(np.int64)
-            cw = np.maximum(np.round(box_w[crowd_rows]).astype(np.int64), 1)
-            ch = np.maximum(np.round(box_h[crowd_rows]).astype(np.int64), 1)
-            H = height[crowd_rows].astype(np.int64)
-            W = width[crowd_rows].astype(np.int64)
-            cx, cy = np.clip(cx, 0, W - cw), np.clip(cy, 0, H - ch)
-            counts_texts = _rle_counts_of_rectangle(cx, cy, cw, ch, H, W)
-            for row, text, h_value, w_value in zip(crowd_rows.tolist(), counts_texts, H.tolist(), W.tolist()):
-                segmentation_texts[row] = f'{{"counts":{text},"size":[{h_value},{w_value}]}}'
-            areas[crowd_rows] = cw * ch
-            boxes[crowd_rows] = np.stack([cx, cy, cw, ch], axis=1)
-            bar.update(len(crowd_rows))
+    columns = np.concatenate([
+        np.stack([polygon_rows + 1, object_image[polygon_rows] + 1, category_ids[polygon_rows]], axis=1),
+        notched_rectangle_polygons(x0[polygon_rows], y0[polygon_rows], box_w[polygon_rows], box_h[polygon_rows],
+                                   notch_x[polygon_rows], notch_y[polygon_rows]),
+        np.stack([areas[polygon_rows], x0[polygon_rows], y0[polygon_rows], box_w[polygon_rows], box_h[polygon_rows]],
+                 axis=1),
+    ], axis=1)
+    polygon_format = ('{"id":%d,"image_id":%d,"category_id":%d,"segmentation":[[' + ",".join(["%d"] * 24)
+                      + ']],"area":%d,"bbox":[%d.0,%d.0,%d.0,%d.0],"iscrowd":0}')
+    annotation_texts: list[str] = [""] * n
+    for row, values in zip(polygon_rows.tolist(), columns.tolist()):
+        annotation_texts[row] = polygon_format % tuple(values)
+    bar.update(1)
+
+    crowd_rows = np.flatnonzero(crowd)
+    counts_texts = _rle_counts_of_rectangle(x0[crowd_rows], y0[crowd_rows], box_w[crowd_rows], box_h[crowd_rows],
+                                            height[crowd_rows], width[crowd_rows])
+    for row, text, values in zip(crowd_rows.tolist(), counts_texts, np.stack(
+            [object_image[crowd_rows] + 1, category_ids[crowd_rows], height[crowd_rows], width[crowd_rows],
+             areas[crowd_rows], x0[crowd_rows], y0[crowd_rows], box_w[crowd_rows], box_h[crowd_rows]], axis=1).tolist()):
+        image_id, category_id, h_value, w_value, area, bx, by, bw, bh = values
+        annotation_texts[row] = (f'{{"id":{row + 1},"image_id":{image_id},"category_id":{category_id},'
+                                 f'"segmentation":{{"counts":{text},"size":[{h_value},{w_value}]}},"area":{area},'
+                                 f'"bbox":[{bx}.0,{by}.0,{bw}.0,{bh}.0],"iscrowd":1}}')
+    bar.update(1)
 
     image_texts = [
         f'{{"id":{i + 1},"file_name":"{image_file_name(i + 1)}","width":{w},"height":{h},"license":1}}'
         for i, (w, h) in enumerate(zip(image_widths.tolist(), image_heights.tolist()))
-    ]
-    annotation_texts = [
-        f'{{"id":{a + 1},"image_id":{img + 1},"category_id":{cat},"segmentation":{seg},"area":{area},'
-        f'"bbox":[{bx!r},{by!r},{bw!r},{bh!r}],"iscrowd":{c}}}'
-        for a, (img, cat, seg, area, (bx, by, bw, bh), c) in enumerate(zip(
-            object_image.tolist(), category_ids.tolist(), segmentation_texts, areas.tolist(), boxes.tolist(),
-            crowd.astype(int).tolist()))
     ]
     head = {"info": {**INFO, "description": "sodlib annotation-only COCO-scale benchmark file (no images)"},
             "licenses": LICENSES}
@@ -797,10 +801,13 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    bar.update(1)
+    bar.close()
     logger.info("wrote %s (%d images, %d annotations, no image files)", path, num_images, num_objects)
     return path
 
