@@ -251,15 +251,12 @@ class PlacedObject:
 
 def _smooth_noise(rng: np.random.Generator, size: int, grid_sizes: list[int], falloff: float) -> np.ndarray:
     """``float32 [size, size]`` in ``[-1, 1]``: a sum of bicubically upsampled random grids of the given sizes,
-    the grid of ``g`` cells with amplitude ``g ** -falloff``. The octaves are summed at a quarter of the
-    resolution (enough for grids up to ``size / 8`` cells) and upsampled once."""
-    working = max(size // 4, 2 * max(grid_sizes))
-    total = np.zeros((working, working), dtype=np.float32)
+    the grid of ``g`` cells with amplitude ``g ** -falloff``."""
+    total = np.zeros((size, size), dtype=np.float32)
     for grid in grid_sizes:
         values = rng.standard_normal((grid + 1, grid + 1)).astype(np.float32)
-        total += np.asarray(Image.fromarray(values, mode="F").resize((working, working), Image.BICUBIC)) * grid ** -falloff
-    total /= np.abs(total).max() + 1e-6
-    return np.asarray(Image.fromarray(total, mode="F").resize((size, size), Image.BICUBIC))
+        total += np.asarray(Image.fromarray(values, mode="F").resize((size, size), Image.BICUBIC)) * grid ** -falloff
+    return total / (np.abs(total).max() + 1e-6)
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -267,28 +264,35 @@ def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def _paint_background(rng: np.random.Generator, size: int) -> Image.Image:
-    luminance = _smooth_noise(rng, size, [2, 4, 8, 16, 32, 64], falloff=0.5)
-    colour = np.stack([_smooth_noise(rng, size, [2, 4, 8], falloff=0.5) for _ in range(3)], axis=-1)
+    """Smooth multi-scale colour noise (built at a quarter of the resolution, then upsampled bicubically: its
+    finest grid has ``size / 8`` cells), translucent patches and lines."""
+    working = max(size // 4, 16)
+    luminance = _smooth_noise(rng, working, [2, 4, 8, 16, 32, 64], falloff=0.5)
+    colour = np.stack([_smooth_noise(rng, working, [2, 4, 8], falloff=0.5) for _ in range(3)], axis=-1)
     base = rng.uniform(60, 190, 3).astype(np.float32)
     pixels = base + rng.uniform(30, 70) * luminance[..., None] + rng.uniform(15, 40) * colour
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    small = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    image = small.resize((size, size), Image.BICUBIC)
 
     scale = size / 512
-    for _ in range(rng.integers(3, 9)):  # translucent patches
-        layer = Image.new("L", (size, size), 0)
-        draw = ImageDraw.Draw(layer)
+    for _ in range(rng.integers(3, 9)):  # translucent patches, drawn in their own box
         cx, cy = rng.uniform(0, size, 2)
         rx, ry = rng.uniform(20, 140, 2) * scale
+        x0, y0 = int(max(cx - rx, 0)), int(max(cy - ry, 0))
+        x1, y1 = int(min(cx + rx, size - 1)) + 1, int(min(cy + ry, size - 1)) + 1
+        layer = Image.new("L", (max(x1 - x0, 1), max(y1 - y0, 1)), 0)
+        draw = ImageDraw.Draw(layer)
         kind = rng.integers(3)
+        opacity = int(rng.integers(40, 110))
         if kind == 0:
-            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(40, 110)))
+            draw.ellipse([cx - rx - x0, cy - ry - y0, cx + rx - x0, cy + ry - y0], fill=opacity)
         elif kind == 1:
-            draw.rectangle([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(40, 110)))
+            draw.rectangle([cx - rx - x0, cy - ry - y0, cx + rx - x0, cy + ry - y0], fill=opacity)
         else:
             angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(4, 8)))
-            points = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
-            draw.polygon([tuple(p) for p in points], fill=int(rng.integers(40, 110)))
-        image.paste(Image.new("RGB", (size, size), _random_colour(rng)), mask=layer)
+            points = np.stack([cx - x0 + rx * np.cos(angles), cy - y0 + ry * np.sin(angles)], 1)
+            draw.polygon([tuple(p) for p in points], fill=opacity)
+        image.paste(_random_colour(rng), box=(x0, y0, x0 + layer.width, y0 + layer.height), mask=layer)
 
     draw = ImageDraw.Draw(image)
     for _ in range(rng.integers(2, 10)):  # lines
@@ -432,7 +436,25 @@ PLACEMENT_CELL = 4
 """Cell size in pixels of the coarse occupancy grid that proposes free places for objects."""
 
 
-def _free_offsets(occupied: np.ndarray, extent: tuple[float, float, float, float]) -> np.ndarray:
+def _coarse_occupancy(occupied: np.ndarray) -> np.ndarray:
+    """``bool [size // cell, size // cell]``: a cell is taken when any of its pixels is."""
+    cells = occupied.shape[0] // PLACEMENT_CELL
+    return occupied[:cells * PLACEMENT_CELL, :cells * PLACEMENT_CELL].reshape(
+        cells, PLACEMENT_CELL, cells, PLACEMENT_CELL).any(axis=(1, 3))
+
+
+def _coarse_occupancy_of_box(occupied: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The coarse cells covering ``box = (x0, y0, x1, y1)``, recomputed from ``occupied``."""
+    cell = PLACEMENT_CELL
+    cells = occupied.shape[0] // cell
+    x0, y0, x1, y1 = box
+    column0, row0 = x0 // cell, y0 // cell
+    column1, row1 = min(-(-x1 // cell), cells), min(-(-y1 // cell), cells)
+    region = occupied[row0 * cell:row1 * cell, column0 * cell:column1 * cell]
+    return region.reshape(row1 - row0, cell, column1 - column0, cell).any(axis=(1, 3))
+
+
+def _free_offsets(coarse: np.ndarray, extent: tuple[float, float, float, float]) -> np.ndarray:
     """``float64 [M, 2]``: pixel positions ``(x, y)`` of the top-left corner of the coarse cells where a box
     ``extent = (left, top, right, bottom)`` (offsets from the centre, ``left, top <= 0``) placed with its
     centre anywhere in the cell overlaps no occupied pixel and stays inside the image.
@@ -441,10 +463,8 @@ def _free_offsets(occupied: np.ndarray, extent: tuple[float, float, float, float
     centre in cell ``(i, j)`` the box lies within cells ``i - kl .. i + kr`` (``kl = ceil(-left / cell)``,
     ``kr = ceil(right / cell)``) and likewise in rows, so a window sum of zero there means no overlap.
     """
-    size = occupied.shape[0]
     cell = PLACEMENT_CELL
-    cells = size // cell
-    coarse = occupied[:cells * cell, :cells * cell].reshape(cells, cell, cells, cell).any(axis=(1, 3))
+    cells = coarse.shape[0]
     left, top, right, bottom = (int(math.ceil(abs(e) / cell)) for e in extent)
     window_w, window_h = left + right + 1, top + bottom + 1
     if window_w > cells or window_h > cells:
@@ -464,6 +484,7 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
     ranges = side_ranges(size)
     sides, bins = sample_sides(rng, count, ranges, LARGE_DRAW_BOOST)
     lowest_side = np.array([ranges[n][0] for n in ranges])[bins]
+    coarse = _coarse_occupancy(occupied)
     placed = []
     for index in np.argsort(-sides, kind="stable"):  # largest first
         category = CATEGORIES[rng.integers(len(CATEGORIES))]
@@ -480,7 +501,7 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
             high = np.array([size - extent[2], size - extent[3]])
             if np.all(high > low):
                 # a free box from the coarse grid first, then a few blind tries (shapes can interlock)
-                candidates = _free_offsets(occupied, extent)
+                candidates = _free_offsets(coarse, extent)
                 centres = []
                 if len(candidates):
                     centres.append(candidates[rng.integers(len(candidates))] + rng.random(2) * PLACEMENT_CELL)
@@ -502,6 +523,8 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
         polygon, rle, mask, box, centre = found
         x0, y0, x1, y1 = box
         occupied[y0:y1, x0:x1] |= mask[y0:y1, x0:x1].astype(bool)
+        cell = PLACEMENT_CELL
+        coarse[y0 // cell:-(-y1 // cell), x0 // cell:-(-x1 // cell)] = _coarse_occupancy_of_box(occupied, box)
         _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
         placed.append(PlacedObject(category["id"], [polygon], int(mask_utils.area(rle)),
                               [float(v) for v in mask_utils.toBbox(rle)], 0))
