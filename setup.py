@@ -35,7 +35,9 @@ def _extensions():
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    cxx_flags = ["-O3", "-std=c++20"]
+    # -fopenmp: at::parallel_for is a header template that runs serially unless the kernels are built with OpenMP
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
+    link_args = ["-fopenmp"]
     define_macros = []
     cuda_sources = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
     if cuda_sources and _cuda_available_for_build():
@@ -47,6 +49,7 @@ def _extensions():
             include_dirs=[os.path.join(HERE, CSRC)],
             define_macros=define_macros + [("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
+            extra_link_args=link_args,
         )
     else:
         ext = CppExtension(
@@ -55,6 +58,7 @@ def _extensions():
             include_dirs=[os.path.join(HERE, CSRC)],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_args,
         )
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 
