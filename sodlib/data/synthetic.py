@@ -96,7 +96,7 @@ from sodlib.data.paths import data_dir
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generator's output changes, so that cached embedded datasets are regenerated."""
 
 CATEGORIES: list[dict] = [
