@@ -235,6 +235,7 @@ def test_existing_split_is_refused_unless_overwrite(tmp_path):
         ({"workers": 0}, "workers"),
         ({"split": "../escape"}, "split"),
         ({"split": ""}, "split"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path, arguments, message):

@@ -69,7 +69,8 @@ objects, nearly all large ones in images that already hold several, which :data:
 few objects that find no room, an image holds about 7.3 annotations, as COCO train2017 (860,001 / 118,287).
 
 **Determinism**: image ``i`` of a run with seed ``seed`` draws everything from
-``numpy.random.default_rng([seed, i])``, so the output is the same bytes whatever the number of workers.
+``numpy.random.default_rng([seed, i])``, so the output is the same bytes whatever the number of workers (for
+the same versions of numpy, Pillow and its libjpeg, and pycocotools).
 
 The annotation-only mode (:func:`generate_annotation_only_coco`) writes a COCO-train-scale json without
 images, for benchmarks of the statistics code.
@@ -426,7 +427,7 @@ def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndar
     rle = uncompressed_rle(union)
     compressed = mask_utils.frPyObjects(rle, size, size)
     return PlacedObject(category["id"], rle, int(mask_utils.area(compressed)),
-                   [float(v) for v in mask_utils.toBbox(compressed)], 1)
+                        [float(v) for v in mask_utils.toBbox(compressed)], 1)
 
 
 SHRINK_FLOOR = 1.05
@@ -527,7 +528,7 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
         coarse[y0 // cell:-(-y1 // cell), x0 // cell:-(-x1 // cell)] = _coarse_occupancy_of_box(occupied, box)
         _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
         placed.append(PlacedObject(category["id"], [polygon], int(mask_utils.area(rle)),
-                              [float(v) for v in mask_utils.toBbox(rle)], 0))
+                                   [float(v) for v in mask_utils.toBbox(rle)], 0))
     return placed
 
 
@@ -573,6 +574,11 @@ def _check_split_name(split: str) -> None:
         raise ValueError(f"split={split!r} is not a usable folder name; use a plain name such as 'train' or 'val'")
 
 
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be an integer >= 0 (it seeds numpy.random.default_rng)")
+
+
 def _dump_json(document: dict) -> str:
     return json.dumps(document, separators=(",", ":"))
 
@@ -610,6 +616,7 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
                          "fraction of the image need room (the embedded dataset uses 512)")
     if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
         raise ValueError(f"workers={workers!r} must be None (automatic) or an integer >= 1")
+    _check_seed(seed)
     _check_split_name(split)
     out_dir = Path(out_dir)
     image_folder = out_dir / split
@@ -739,6 +746,7 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
         raise ValueError(f"num_images={num_images!r} must be an integer >= 1")
     if not isinstance(num_objects, (int, np.integer)) or num_objects < 0:
         raise ValueError(f"num_objects={num_objects!r} must be an integer >= 0")
+    _check_seed(seed)
     path = Path(path)
     rng = np.random.default_rng(seed)
     bar = tqdm(total=4, desc="annotation-only json", disable=not progress)
