@@ -1,8 +1,9 @@
 // CPU kernels of PrRoI and PS-PrRoI pooling (forward, feature backward, RoI-coordinate backward).
 //
 // The integral over a bin factorises into one weight per pixel column and one per pixel row
-// (see prroi_math.h), so for each RoI the kernels first list, along each axis, the pixels under every
-// bin with their weights A(lo, hi; p) ("taps"), then reuse them for every channel.
+// (see prroi_math.h). For each RoI the kernels first list, along each axis, the pixels under every bin
+// with their weights A(lo, hi; p) ("taps"); for each bin they multiply them out into a short list of
+// (pixel offset, weight) pairs, then apply that list to every channel.
 // Half and bfloat16 inputs are read as they are and accumulated in float32 (at::opmath_type).
 
 #include <ATen/ATen.h>
@@ -74,18 +75,45 @@ class AxisTaps {
   std::vector<T> weight_;
 };
 
-// sum over rows r and columns c of row_weight[r] * col_weight[c] * plane[r][c]
-template <typename acc_t, typename scalar_t>
-acc_t weighted_sum(const scalar_t* plane, int64_t width, Taps<acc_t> rows, Taps<acc_t> cols) {
-  acc_t total = 0;
-  for (int64_t r = 0; r < rows.count; ++r) {
-    const scalar_t* row = plane + (rows.first + r) * width + cols.first;
-    acc_t row_sum = 0;
-    for (int64_t c = 0; c < cols.count; ++c) row_sum += cols.weight[c] * static_cast<acc_t>(row[c]);
-    total += rows.weight[r] * row_sum;
+// The pixels under one bin (or along one bin edge) of a feature plane, as flat offsets into the plane
+// with the product of their row and column weights, times a common factor. Built once per bin and
+// RoI, then applied to every channel.
+template <typename T>
+class PlaneTaps {
+ public:
+  void fill(Taps<T> rows, Taps<T> cols, int64_t width, T factor) {
+    offset_.clear();
+    weight_.clear();
+    for (int64_t r = 0; r < rows.count; ++r)
+      for (int64_t c = 0; c < cols.count; ++c) {
+        offset_.push_back((rows.first + r) * width + cols.first + c);
+        weight_.push_back(factor * rows.weight[r] * cols.weight[c]);
+      }
   }
-  return total;
-}
+
+  // sum over taps t of weight[t] * plane[offset[t]]
+  template <typename scalar_t>
+  T dot(const scalar_t* plane) const {
+    T total = 0;
+    for (size_t t = 0; t < offset_.size(); ++t) total += weight_[t] * static_cast<T>(plane[offset_[t]]);
+    return total;
+  }
+
+  // plane[offset[t]] += value * weight[t]
+  void scatter(T* plane, T value) const {
+    for (size_t t = 0; t < offset_.size(); ++t) plane[offset_[t]] += value * weight_[t];
+  }
+
+ private:
+  std::vector<int64_t> offset_;
+  std::vector<T> weight_;
+};
+
+// Work items per task below which at::parallel_for stays on one thread (ATen's own grain is 32768
+// elements); the kernels count one item per pooled output.
+constexpr int64_t kGrainOutputs = 32768;
+
+int64_t grain(int64_t outputs_per_item) { return std::max<int64_t>(1, kGrainOutputs / std::max<int64_t>(1, outputs_per_item)); }
 
 struct Shapes {
   int64_t rois, batch, in_channels, height, width, out_channels, pooled_height, pooled_width;
@@ -97,11 +125,12 @@ struct Shapes {
   }
 };
 
-// output[k, c, ph, pw] = weighted_sum over the bin / bin area
+// output[k, c, ph, pw] = sum over the bin's pixels of A_y(i) A_x(j) w[i][j] / bin area
 template <typename scalar_t, typename acc_t>
 void forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const Shapes& s, scalar_t* output) {
-  at::parallel_for(0, s.rois, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.rois, grain(s.out_channels * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
+    PlaneTaps<acc_t> bin;
     for (int64_t k = begin; k < end; ++k) {
       scalar_t* out = output + k * s.out_channels * s.bins();
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
@@ -112,13 +141,13 @@ void forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const
       columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
       rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
-      for (int64_t c = 0; c < s.out_channels; ++c)
-        for (int64_t ph = 0; ph < s.pooled_height; ++ph)
-          for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-            const scalar_t* plane = input + s.plane_offset(g.batch, c, ph, pw);
+      for (int64_t ph = 0; ph < s.pooled_height; ++ph)
+        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+          bin.fill(rows[ph], columns[pw], s.width, inv_area);
+          for (int64_t c = 0; c < s.out_channels; ++c)
             out[(c * s.pooled_height + ph) * s.pooled_width + pw] =
-                static_cast<scalar_t>(weighted_sum(plane, s.width, rows[ph], columns[pw]) * inv_area);
-          }
+                static_cast<scalar_t>(bin.dot(input + s.plane_offset(g.batch, c, ph, pw)));
+        }
     }
   });
 }
@@ -129,30 +158,24 @@ void forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const
 template <typename scalar_t, typename acc_t>
 void backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                            acc_t* grad_input) {
-  at::parallel_for(0, s.out_channels, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.out_channels, grain(s.rois * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
+    PlaneTaps<acc_t> bin;
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
       if (!g.valid) continue;
       columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
       rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
-      for (int64_t c = begin; c < end; ++c)
-        for (int64_t ph = 0; ph < s.pooled_height; ++ph)
-          for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      for (int64_t ph = 0; ph < s.pooled_height; ++ph)
+        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+          bin.fill(rows[ph], columns[pw], s.width, inv_area);
+          for (int64_t c = begin; c < end; ++c) {
             const acc_t grad = static_cast<acc_t>(
-                                   grad_output[((k * s.out_channels + c) * s.pooled_height + ph) * s.pooled_width +
-                                               pw]) *
-                               inv_area;
-            if (grad == acc_t(0)) continue;
-            acc_t* plane = grad_input + s.plane_offset(g.batch, c, ph, pw);
-            const Taps<acc_t> r = rows[ph], col = columns[pw];
-            for (int64_t i = 0; i < r.count; ++i) {
-              acc_t* row = plane + (r.first + i) * s.width + col.first;
-              const acc_t row_grad = grad * r.weight[i];
-              for (int64_t j = 0; j < col.count; ++j) row[j] += row_grad * col.weight[j];
-            }
+                grad_output[((k * s.out_channels + c) * s.pooled_height + ph) * s.pooled_width + pw]);
+            if (grad != acc_t(0)) bin.scatter(grad_input + s.plane_offset(g.batch, c, ph, pw), grad);
           }
+        }
     }
   });
 }
@@ -162,8 +185,9 @@ void backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t
 template <typename scalar_t, typename acc_t>
 void backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, const acc_t* rois,
                           const scalar_t* output, acc_t scale, const Shapes& s, acc_t* grad_rois) {
-  at::parallel_for(0, s.rois, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.rois, grain(s.out_channels * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows, column_edges, row_edges;
+    PlaneTaps<acc_t> left, right, top, bottom;
     for (int64_t k = begin; k < end; ++k) {
       acc_t* grad_roi = grad_rois + 5 * k;
       std::fill(grad_roi, grad_roi + 5, acc_t(0));
@@ -175,34 +199,35 @@ void backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, co
       row_edges.fill_edges(g.y1, g.bin_h, s.pooled_height, s.height);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
       acc_t d_x1 = 0, d_y1 = 0, d_x2 = 0, d_y2 = 0;  // w.r.t. the scaled corners
-      for (int64_t c = 0; c < s.out_channels; ++c)
-        for (int64_t ph = 0; ph < s.pooled_height; ++ph)
-          for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      for (int64_t ph = 0; ph < s.pooled_height; ++ph)
+        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+          // line integrals of f along the bin's left, right, top and bottom edges, over the bin area
+          left.fill(rows[ph], column_edges[pw], s.width, inv_area);
+          right.fill(rows[ph], column_edges[pw + 1], s.width, inv_area);
+          top.fill(row_edges[ph], columns[pw], s.width, inv_area);
+          bottom.fill(row_edges[ph + 1], columns[pw], s.width, inv_area);
+          // bin edges move with the RoI corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1
+          const acc_t fl = static_cast<acc_t>(pw) / s.pooled_width;
+          const acc_t fr = static_cast<acc_t>(pw + 1) / s.pooled_width;
+          const acc_t ft = static_cast<acc_t>(ph) / s.pooled_height;
+          const acc_t fb = static_cast<acc_t>(ph + 1) / s.pooled_height;
+          for (int64_t c = 0; c < s.out_channels; ++c) {
             const int64_t o = ((k * s.out_channels + c) * s.pooled_height + ph) * s.pooled_width + pw;
             const acc_t grad = static_cast<acc_t>(grad_output[o]);
             if (grad == acc_t(0)) continue;
             const acc_t out = static_cast<acc_t>(output[o]);
             const scalar_t* plane = input + s.plane_offset(g.batch, c, ph, pw);
-            // line integrals of f along the bin's left, right, top and bottom edges
-            const acc_t left = weighted_sum(plane, s.width, rows[ph], column_edges[pw]);
-            const acc_t right = weighted_sum(plane, s.width, rows[ph], column_edges[pw + 1]);
-            const acc_t top = weighted_sum(plane, s.width, row_edges[ph], columns[pw]);
-            const acc_t bottom = weighted_sum(plane, s.width, row_edges[ph + 1], columns[pw]);
             // derivative of the bin mean with respect to each of its edges (seed 000, eq. 7)
-            const acc_t d_left = out / g.bin_w - left * inv_area;
-            const acc_t d_right = right * inv_area - out / g.bin_w;
-            const acc_t d_top = out / g.bin_h - top * inv_area;
-            const acc_t d_bottom = bottom * inv_area - out / g.bin_h;
-            // bin edges move with the RoI corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1
-            const acc_t fl = static_cast<acc_t>(pw) / s.pooled_width;
-            const acc_t fr = static_cast<acc_t>(pw + 1) / s.pooled_width;
-            const acc_t ft = static_cast<acc_t>(ph) / s.pooled_height;
-            const acc_t fb = static_cast<acc_t>(ph + 1) / s.pooled_height;
+            const acc_t d_left = out / g.bin_w - left.dot(plane);
+            const acc_t d_right = right.dot(plane) - out / g.bin_w;
+            const acc_t d_top = out / g.bin_h - top.dot(plane);
+            const acc_t d_bottom = bottom.dot(plane) - out / g.bin_h;
             d_x1 += grad * (d_left * (1 - fl) + d_right * (1 - fr));
             d_x2 += grad * (d_left * fl + d_right * fr);
             d_y1 += grad * (d_top * (1 - ft) + d_bottom * (1 - fb));
             d_y2 += grad * (d_top * ft + d_bottom * fb);
           }
+        }
       grad_roi[1] = d_x1 * scale;
       grad_roi[2] = d_y1 * scale;
       grad_roi[3] = d_x2 * scale;

@@ -1,0 +1,177 @@
+"""Timing precise RoI pooling against its reference and torchvision's RoIAlign, as ratios from one run.
+
+The workload is R-FCN-sized (seed 000, R-FCN): a stride-16 feature map of a 600 x 1000 image
+(38 x 63 cells), k = 7 bins, 21 classes (20 + background), 300 RoIs, mostly small boxes.
+
+- PS-PrRoI pools ``Tensor[1, 21 * 49, 38, 63]`` score maps into ``Tensor[300, 21, 7, 7]``;
+  compared with ``ps_roi_align(sampling_ratio=2)`` on the same maps.
+- PrRoI pools ``Tensor[1, 21, 38, 63]`` into ``Tensor[300, 21, 7, 7]``, the same output count;
+  compared with ``roi_align(sampling_ratio=2, aligned=False)``.
+
+"forward + backward" is the forward pass and the gradient of the features (the usual training case,
+where proposals are constants); a separate row adds the box gradient.
+Times are the fastest of interleaved repeats; only ratios measured in the same run are meant to be compared.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sodlib.ops.prroi import prroi_pool, ps_prroi_pool
+from sodlib.ops.prroi_reference import prroi_pool_reference, ps_prroi_pool_reference
+from sodlib.ops.torchvision_pooling import ps_roi_align, roi_align
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Sizes of the benchmark: image, stride, bins, classes and RoIs."""
+
+    image_height: int = 600
+    image_width: int = 1000
+    stride: int = 16
+    bins: int = 7
+    classes: int = 21
+    rois: int = 300
+    small_fraction: float = 0.7  # boxes with sqrt(area) < 32 px (COCO "small")
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return math.ceil(self.image_height / self.stride), math.ceil(self.image_width / self.stride)
+
+
+def random_boxes(workload: Workload, generator: torch.Generator) -> Tensor:
+    """``Tensor[rois, 4]`` boxes ``(x1, y1, x2, y2)`` in image pixels: ``small_fraction`` of them with
+    ``sqrt(area)`` in ``[4, 32)`` px, the rest in ``[32, 300)`` px; aspect ratios in ``[1/2, 2]``."""
+    n = workload.rois
+    small = torch.rand(n, generator=generator) < workload.small_fraction
+    side = torch.where(small, 4 + 28 * torch.rand(n, generator=generator), 32 + 268 * torch.rand(n, generator=generator))
+    aspect = 2 ** (2 * torch.rand(n, generator=generator) - 1)  # height / width
+    width, height = side / aspect.sqrt(), side * aspect.sqrt()
+    cx = torch.rand(n, generator=generator) * workload.image_width
+    cy = torch.rand(n, generator=generator) * workload.image_height
+    boxes = torch.stack([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2], dim=1)
+    return boxes.clamp(min=0).minimum(torch.tensor([workload.image_width, workload.image_height] * 2))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Fastest seconds of one op on one device in one mode (``forward``, ``forward+backward``, ...)."""
+
+    op: str
+    device: str
+    mode: str
+    seconds: float
+
+
+def fastest_seconds(calls: dict[str, Callable[[], object]], counts: dict[str, int], device: torch.device,
+                    warmup: int = 1) -> dict[str, float]:
+    """Fastest wall time of each ``calls[name]()`` over ``counts[name]`` runs.
+
+    The calls take turns (round-robin), so that load from other processes falls on all of them alike,
+    and the fastest run is the one least disturbed by it. CUDA is synchronised around every run.
+    """
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: math.inf for name in calls}
+    for round_ in range(max(counts.values())):
+        for name, fn in calls.items():
+            if round_ < counts[name]:
+                synchronize()
+                start = time.perf_counter()
+                fn()
+                synchronize()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Workload(), repeats: int = 10,
+                    reference_repeats: int = 3, seed: int = 0) -> list[Timing]:
+    """Time every op of the comparison on ``device``; returns one :class:`Timing` per (op, mode)."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    height, width = workload.feature_size
+    k, classes, scale = workload.bins, workload.classes, 1.0 / workload.stride
+    score_maps = torch.randn(1, classes * k * k, height, width, generator=generator).to(device)
+    features = torch.randn(1, classes, height, width, generator=generator).to(device)
+    boxes = random_boxes(workload, generator)
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1).to(device)
+    grad_output = torch.ones(len(rois), classes, k, k, device=device)
+
+    ops: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Tensor]] = {
+        "prroi_pool": (lambda f, r: prroi_pool(f, r, k, scale), features),
+        "prroi_pool_reference": (lambda f, r: prroi_pool_reference(f, r, k, scale), features),
+        "roi_align(sampling_ratio=2)": (lambda f, r: roi_align(f, r, k, scale, 2, aligned=False), features),
+        "ps_prroi_pool": (lambda f, r: ps_prroi_pool(f, r, k, scale), score_maps),
+        "ps_prroi_pool_reference": (lambda f, r: ps_prroi_pool_reference(f, r, k, scale), score_maps),
+        "ps_roi_align(sampling_ratio=2)": (lambda f, r: ps_roi_align(f, r, k, scale, 2), score_maps),
+    }
+
+    def forward(pool, maps):
+        def run() -> None:
+            with torch.no_grad():
+                pool(maps, rois)
+        return run
+
+    def forward_backward(pool, maps):
+        leaf = maps.clone().requires_grad_()
+        return lambda: torch.autograd.grad(pool(leaf, rois), leaf, grad_output)
+
+    def with_box_gradient(pool, maps):
+        leaf, boxes_leaf = maps.clone().requires_grad_(), rois.clone().requires_grad_()
+        return lambda: torch.autograd.grad(pool(leaf, boxes_leaf), (leaf, boxes_leaf), grad_output)
+
+    counts = {name: reference_repeats if name.endswith("reference") else repeats for name in ops}
+    timings = []
+    for mode, make in (("forward", forward), ("forward+backward", forward_backward),
+                       ("forward+backward incl. boxes", with_box_gradient)):
+        # torchvision's ops have no box gradient
+        names = [n for n in ops if mode != "forward+backward incl. boxes" or "roi_align" not in n]
+        calls = {name: make(*ops[name]) for name in names}
+        for name, seconds in fastest_seconds(calls, counts, device).items():
+            timings.append(Timing(name, device.type, mode, seconds))
+    return timings
+
+
+# (label, ours, other): the ratio printed is time(other) / time(ours) for the reference ("x faster")
+# and time(ours) / time(other) for torchvision ("x the time of")
+COMPARISONS = [
+    ("PrRoI: reference / compiled (speed-up)", "prroi_pool", "prroi_pool_reference", "speedup"),
+    ("PrRoI: compiled / roi_align(sr=2) (time ratio)", "prroi_pool", "roi_align(sampling_ratio=2)", "cost"),
+    ("PS-PrRoI: reference / compiled (speed-up)", "ps_prroi_pool", "ps_prroi_pool_reference", "speedup"),
+    ("PS-PrRoI: compiled / ps_roi_align(sr=2) (time ratio)", "ps_prroi_pool", "ps_roi_align(sampling_ratio=2)", "cost"),
+]
+MODES = ["forward", "forward+backward", "forward+backward incl. boxes"]
+
+
+def ratio_table(timings: list[Timing]) -> list[dict[str, object]]:
+    """One row per (device, comparison): the ratio in each mode (``None`` where not measured)."""
+    seconds = {(t.device, t.op, t.mode): t.seconds for t in timings}
+    rows = []
+    for device in dict.fromkeys(t.device for t in timings):
+        for label, ours, other, kind in COMPARISONS:
+            row: dict[str, object] = {"device": device, "comparison": label}
+            for mode in MODES:
+                a, b = seconds.get((device, ours, mode)), seconds.get((device, other, mode))
+                row[mode] = None if a is None or b is None else (b / a if kind == "speedup" else a / b)
+            rows.append(row)
+    return rows
+
+
+def format_ratio_table(rows: list[dict[str, object]]) -> str:
+    """Plain-text table of :func:`ratio_table` rows, ratios to two decimals."""
+    header = f"{'device':<6}  {'comparison':<52}" + "".join(f"  {mode:>28}" for mode in MODES)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = "".join(f"  {'-' if row[m] is None else format(row[m], '.2f'):>28}" for m in MODES)
+        lines.append(f"{row['device']:<6}  {row['comparison']:<52}{cells}")
+    return "\n".join(lines)

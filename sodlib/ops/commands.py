@@ -1,0 +1,59 @@
+"""``python -m sodlib bench prroi``: timing ratios of precise RoI pooling (see :mod:`sodlib.ops.benchmark`)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import torch
+
+BENCH_TARGETS = ["prroi", "all"]  # `all` runs every benchmark; today that is prroi
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="time compiled ops against their references and torchvision, as ratios from one run",
+        description="Print forward and forward+backward time ratios of PrRoI / PS-PrRoI pooling against the "
+        "pure-PyTorch reference and torchvision's roi_align / ps_roi_align (sampling_ratio=2) on an R-FCN-sized "
+        "workload (k=7, 21 classes, stride-16 map of a 600x1000 image, 300 mostly small RoIs).",
+    )
+    parser.add_argument("target", choices=BENCH_TARGETS, help="what to benchmark")
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                        help="where to run (all: CPU, and CUDA when present)")
+    parser.add_argument("--rois", type=int, default=300, help="number of RoIs (default 300)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per op (the fastest counts; default 10)")
+    parser.add_argument("--reference-repeats", type=int, default=3, help="timed runs of the slow references")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for every op (default: torch's default, all cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sodlib.ops.benchmark import Workload, benchmark_prroi, format_ratio_table, ratio_table
+
+    if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0:
+        raise ValueError("--rois, --repeats and --reference-repeats must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ValueError("--threads must be positive")
+        torch.set_num_threads(args.threads)
+
+    workload = replace(Workload(), rois=args.rois)
+    height, width = workload.feature_size
+    print(f"PrRoI benchmark: {workload.rois} RoIs ({workload.small_fraction:.0%} small), k={workload.bins}, "
+          f"{workload.classes} classes, stride-{workload.stride} map {height}x{width} of a "
+          f"{workload.image_height}x{workload.image_width} image; CPU threads: {torch.get_num_threads()}")
+    if "cuda" not in devices:
+        print("CUDA: not available, CPU rows only")
+    timings = []
+    for device in devices:
+        timings += benchmark_prroi(device, workload, args.repeats, args.reference_repeats, args.seed)
+    print(format_ratio_table(ratio_table(timings)))
+    print("speed-up: reference time / compiled time; time ratio: compiled time / torchvision time (<1 is faster)")
+    return 0

@@ -1,0 +1,41 @@
+"""The benchmark command runs end to end on a tiny workload and prints a ratio table (no timing asserts)."""
+from __future__ import annotations
+
+import pytest
+
+from sodlib.cli import main
+from sodlib.ops.benchmark import Timing, Workload, format_ratio_table, random_boxes, ratio_table
+
+
+def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "prroi", "--device", "cpu", "--rois", "4", "--repeats", "1", "--reference-repeats", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "4 RoIs" in out and "38x63" in out
+    for label in ("PrRoI: reference / compiled", "PS-PrRoI: compiled / ps_roi_align(sr=2)"):
+        assert label in out
+
+
+def test_bench_rejects_bad_counts() -> None:
+    assert main(["bench", "all", "--device", "cpu", "--rois", "0"]) == 2
+
+
+def test_ratio_table_divides_the_right_way() -> None:
+    timings = [Timing("prroi_pool", "cpu", "forward", 1.0), Timing("prroi_pool_reference", "cpu", "forward", 30.0),
+               Timing("roi_align(sampling_ratio=2)", "cpu", "forward", 2.0)]
+    rows = {row["comparison"]: row for row in ratio_table(timings)}
+    assert rows["PrRoI: reference / compiled (speed-up)"]["forward"] == 30.0
+    assert rows["PrRoI: compiled / roi_align(sr=2) (time ratio)"]["forward"] == 0.5
+    assert rows["PS-PrRoI: reference / compiled (speed-up)"]["forward"] is None
+    assert "30.00" in format_ratio_table(list(rows.values()))
+
+
+def test_workload_boxes_are_mostly_small_and_inside_the_image() -> None:
+    import torch
+
+    workload = Workload()
+    boxes = random_boxes(workload, torch.Generator().manual_seed(0))
+    side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    assert boxes.shape == (300, 4) and workload.feature_size == (38, 63)
+    assert (side < 32).float().mean() > 0.6
+    assert (boxes >= 0).all() and (boxes[:, 2] <= 1000).all() and (boxes[:, 3] <= 600).all()
