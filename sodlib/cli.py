@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = [
     "sodlib.data.commands",
     "sodlib.stats_commands",
+    "sodlib.ops.commands",
 ]
 
 
