@@ -354,28 +354,30 @@ def size_statistics(
 # anchor matching: the numba kernel
 # ----------------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
-def _grow_int(values, used):
-    if used < values.shape[0]:
+def _reserve_int(values, needed):
+    """``values`` if it holds ``needed`` entries, else a copy at least twice as long (called outside hot loops:
+    reassigning an array inside the innermost loop stops numba from optimising it)."""
+    if needed <= values.shape[0]:
         return values
-    bigger = np.empty(values.shape[0] * 2, dtype=values.dtype)
+    bigger = np.empty(max(needed, 2 * values.shape[0]), dtype=values.dtype)
     bigger[: values.shape[0]] = values
     return bigger
 
 
 @numba.njit(cache=True)
-def _grow_float(values, used):
-    if used < values.shape[0]:
+def _reserve_float(values, needed):
+    if needed <= values.shape[0]:
         return values
-    bigger = np.empty(values.shape[0] * 2, dtype=values.dtype)
+    bigger = np.empty(max(needed, 2 * values.shape[0]), dtype=values.dtype)
     bigger[: values.shape[0]] = values
     return bigger
 
 
 @numba.njit(cache=True)
-def _grow_boxes(values, used):
-    if used < values.shape[0]:
+def _reserve_boxes(values, needed):
+    if needed <= values.shape[0]:
         return values
-    bigger = np.empty((values.shape[0] * 2, 4), dtype=values.dtype)
+    bigger = np.empty((max(needed, 2 * values.shape[0]), 4), dtype=values.dtype)
     bigger[: values.shape[0]] = values
     return bigger
 
@@ -480,6 +482,12 @@ def _match_images(
                 j_hi = min(fh - 1, int(math.ceil((by2 - ay1) / stride - offset)) + 1)
                 per_location = base_count[level]
                 start = level_start[image, level]
+                visits = max(0, i_hi - i_lo + 1) * max(0, j_hi - j_lo + 1)
+                cand_anchor = _reserve_int(cand_anchor, num_cand + visits)
+                cand_object = _reserve_int(cand_object, num_cand + visits)
+                cand_iou = _reserve_float(cand_iou, num_cand + visits)
+                tie_anchor = _reserve_int(tie_anchor, num_ties + visits)
+                tie_box = _reserve_boxes(tie_box, num_ties + visits)
                 for j in range(j_lo, j_hi + 1):
                     cy = j * stride + shift
                     y1 = cy + ay1
@@ -495,9 +503,6 @@ def _match_images(
                         iou = _iou(bx1, by1, bx2, by2, area_object, x1, y1, x2, y2)
                         anchor = start + (j * fw + i) * per_location + k
                         if iou >= neg_iou:
-                            cand_anchor = _grow_int(cand_anchor, num_cand)
-                            cand_object = _grow_int(cand_object, num_cand)
-                            cand_iou = _grow_float(cand_iou, num_cand)
                             cand_anchor[num_cand] = anchor
                             cand_object[num_cand] = g
                             cand_iou[num_cand] = iou
@@ -506,8 +511,6 @@ def _match_images(
                             if iou > best or tie_one:
                                 num_ties = 0
                             best = iou
-                            tie_anchor = _grow_int(tie_anchor, num_ties)
-                            tie_box = _grow_boxes(tie_box, num_ties)
                             tie_anchor[num_ties] = anchor
                             tie_box[num_ties, 0] = x1
                             tie_box[num_ties, 1] = y1
@@ -516,9 +519,9 @@ def _match_images(
                             num_ties += 1
             best_iou_out[first + g] = max(best, 0.0)
             if allow_low_quality and best > 0.0:
+                promoted_anchor = _reserve_int(promoted_anchor, num_promoted + num_ties)
+                promoted_box = _reserve_boxes(promoted_box, num_promoted + num_ties)
                 for t in range(num_ties):
-                    promoted_anchor = _grow_int(promoted_anchor, num_promoted)
-                    promoted_box = _grow_boxes(promoted_box, num_promoted)
                     promoted_anchor[num_promoted] = tie_anchor[t]
                     promoted_box[num_promoted] = tie_box[t]
                     num_promoted += 1
