@@ -45,7 +45,7 @@ test-py: install
 
 test-notebooks: data
 	SODLIB_REQUIRE_EXT=1 SODLIB_FAST=1 $(PY) -m pytest -n 2 --dist loadscope --nbval-lax \
-		--sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+		--nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
 
 bench: install
 	$(PY) -m sodlib bench all

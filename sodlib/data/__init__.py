@@ -3,6 +3,7 @@ from sodlib.data.coco import CocoFormatError, load_coco, validate_coco
 from sodlib.data.dataset import CocoDetection, detection_collate, read_image
 from sodlib.data.paths import coco_mini_dir, coco_root, data_dir
 from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin, in_size_bin, size_bin_label
+from sodlib.data.synthetic import embedded_dataset, generate_annotation_only_coco, generate_synthetic_coco
 
 __all__ = [
     "SIZE_BINS",
@@ -14,6 +15,9 @@ __all__ = [
     "count_by_size_bin",
     "data_dir",
     "detection_collate",
+    "embedded_dataset",
+    "generate_annotation_only_coco",
+    "generate_synthetic_coco",
     "in_size_bin",
     "load_coco",
     "read_image",
