@@ -94,21 +94,32 @@ def _check_top_level(data: Any, problems: _Problems) -> bool:
     return ok
 
 
+def _records_with_ids(records: list, section: str, shape: str, problems: _Problems, ids: set[int]):
+    """Yield ``(where, record)`` for each record of ``section`` that is an object with a new integer ``id``.
+
+    Records that are not objects, lack an integer id or repeat one are reported and skipped; the ids seen
+    are added to ``ids``.
+    """
+    for index, record in enumerate(records):
+        where = f"{section}[{index}]"
+        if not isinstance(record, dict):
+            problems.add(f"{where} is not an object; fix: each entry of '{section}' is {shape}")
+            continue
+        record_id = record.get("id")
+        if not _is_int(record_id):
+            problems.add(f"{where}: 'id' is {record_id!r}; fix: give every entry of '{section}' a unique integer id")
+            continue
+        where = f"{where} (id {record_id})"
+        if record_id in ids:
+            problems.add(f"{where}: duplicate id; fix: ids in '{section}' must be unique")
+            continue
+        ids.add(record_id)
+        yield where, record
+
+
 def _check_images(images: list, problems: _Problems) -> set[int]:
     ids: set[int] = set()
-    for index, image in enumerate(images):
-        where = f"images[{index}]"
-        if not isinstance(image, dict):
-            problems.add(f"{where} is not an object; fix: each image is {{'id', 'file_name', 'width', 'height'}}")
-            continue
-        image_id = image.get("id")
-        if not _is_int(image_id):
-            problems.add(f"{where}: 'id' is {image_id!r}; fix: give every image a unique integer id")
-            continue
-        where = f"images[{index}] (id {image_id})"
-        if image_id in ids:
-            problems.add(f"{where}: duplicate image id; fix: image ids must be unique")
-        ids.add(image_id)
+    for where, image in _records_with_ids(images, "images", "{'id', 'file_name', 'width', 'height'}", problems, ids):
         if not isinstance(image.get("file_name"), str) or not image.get("file_name"):
             problems.add(f"{where}: missing 'file_name'; fix: the image's file name relative to the image folder")
         for key in ("width", "height"):
@@ -120,20 +131,9 @@ def _check_images(images: list, problems: _Problems) -> set[int]:
 
 def _check_categories(categories: list, problems: _Problems) -> set[int]:
     ids: set[int] = set()
-    for index, category in enumerate(categories):
-        where = f"categories[{index}]"
-        if not isinstance(category, dict):
-            problems.add(f"{where} is not an object; fix: each category is {{'id', 'name'}}")
-            continue
-        category_id = category.get("id")
-        if not _is_int(category_id):
-            problems.add(f"{where}: 'id' is {category_id!r}; fix: give every category a unique integer id")
-            continue
-        if category_id in ids:
-            problems.add(f"{where} (id {category_id}): duplicate category id; fix: category ids must be unique")
-        ids.add(category_id)
+    for where, category in _records_with_ids(categories, "categories", "{'id', 'name'}", problems, ids):
         if not isinstance(category.get("name"), str):
-            problems.add(f"{where} (id {category_id}): missing 'name'; fix: add the category's name")
+            problems.add(f"{where}: missing 'name'; fix: add the category's name")
     return ids
 
 
@@ -168,21 +168,8 @@ def _check_annotation(annotation: Mapping, where: str, image_ids: set[int], cate
 
 
 def _check_annotations(annotations: list, image_ids: set[int], category_ids: set[int], problems: _Problems) -> None:
-    ids: set[int] = set()
-    for index, annotation in enumerate(annotations):
-        where = f"annotations[{index}]"
-        if not isinstance(annotation, dict):
-            problems.add(f"{where} is not an object; fix: each annotation is "
-                         "{'id', 'image_id', 'category_id', 'bbox', 'area', 'iscrowd', 'segmentation'}")
-            continue
-        annotation_id = annotation.get("id")
-        if not _is_int(annotation_id):
-            problems.add(f"{where}: 'id' is {annotation_id!r}; fix: give every annotation a unique integer id")
-        else:
-            where = f"annotations[{index}] (id {annotation_id})"
-            if annotation_id in ids:
-                problems.add(f"{where}: duplicate annotation id; fix: annotation ids must be unique")
-            ids.add(annotation_id)
+    shape = "{'id', 'image_id', 'category_id', 'bbox', 'area', 'iscrowd', 'segmentation'}"
+    for where, annotation in _records_with_ids(annotations, "annotations", shape, problems, set()):
         _check_annotation(annotation, where, image_ids, category_ids, problems)
 
 
