@@ -54,11 +54,13 @@ __all__ = [
     "AnchorBinStatistics",
     "AnchorMatchingStatistics",
     "CategorySizeStatistics",
+    "ObjectTable",
     "SizeBinStatistics",
     "SizeStatistics",
     "anchor_matching_reference",
     "anchor_matching_statistics",
     "object_table",
+    "resize_ratios",
     "size_statistics",
 ]
 

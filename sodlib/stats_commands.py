@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -74,12 +75,23 @@ def _table_rows(sizes, matching) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _note_large_file(path: str) -> None:
+    """Reading a COCO-train-sized json takes 10-20 s without a way to show progress: say so first."""
+    try:
+        megabytes = os.path.getsize(path) / 2**20
+    except OSError:
+        return
+    if megabytes >= 50:
+        print(f"reading {path} ({megabytes:.0f} MB) ...", file=sys.stderr, flush=True)
+
+
 def _stats(args: argparse.Namespace) -> int:
     from sodlib.data import load_coco
     from sodlib.stats import anchor_matching_statistics, object_table, size_statistics
 
     resize = tuple(args.resize) if args.resize else None
     anchors = parse_anchor_spec(args.anchors, args.ratios, args.offset)
+    _note_large_file(args.annotations)
     coco = load_coco(args.annotations)
     large = len(coco.dataset["annotations"]) >= LARGE_FILE_ANNOTATIONS
     sizes = size_statistics(coco, area=args.area, resize=resize, include_crowd=args.include_crowd)
@@ -129,6 +141,7 @@ def _anchors(args: argparse.Namespace) -> int:
     from sodlib.stats import object_table
 
     resize = tuple(args.resize) if args.resize else None
+    _note_large_file(args.annotations)
     table = object_table(load_coco(args.annotations), area=args.area, resize=resize, include_crowd=False)
     if table.num_objects == 0:
         raise ValueError(f"{args.annotations} has no (non-crowd) annotations to derive anchor sizes from")
