@@ -299,6 +299,8 @@ def size_statistics(
 
     Categories are sorted by their small-object share (the first bin), largest first.
     """
+    area = check_area_mode(area)
+    resize = _check_resize(resize)
     coco = _as_coco(coco)
     table = object_table(coco, area=area, resize=resize, include_crowd=include_crowd)
     if table.num_objects == 0:
@@ -417,6 +419,18 @@ def _match_images(
     positive_out,  # int64 [I]
     ignored_out,  # int64 [I]
 ):
+    """Match every image's anchors to its objects as ``match_anchors`` does, visiting only anchors near boxes.
+
+    Per object ``g``: for each anchor shape (level, base anchor) the largest IoU it can reach anywhere is
+    ``min(aw, w) min(ah, h) / (aw ah + w h - min(aw, w) min(ah, h))``; shapes are visited in decreasing
+    order of that bound until it falls below both the best IoU found so far and ``neg_iou``. On a visited
+    shape only grid cells whose anchor overlaps the box are computed. The visit records every anchor with IoU
+    ``>= neg_iou`` (candidates for positive / ignored) and the anchors tied at the object's best IoU (all, or
+    the lowest index with ``tie_one``). Per image, the promoted best anchors and the candidates are then
+    resolved: each goes to the first object it overlaps most (recomputed over all objects for promoted ones),
+    is positive if promoted or ``>= pos_iou``, ignored if only ``>= neg_iou``. Outputs are added to / written
+    into the ``*_out`` arrays.
+    """
     num_levels = strides.shape[0]
     num_shapes = 0
     for level in range(num_levels):
@@ -742,6 +756,8 @@ def anchor_matching_statistics(
     ``coco`` may also be an :class:`ObjectTable` (then ``area``, ``resize``, ``include_crowd`` are its own).
     """
     _check_matching_args(anchors, pos_iou, neg_iou, ties)
+    check_area_mode(area)
+    _check_resize(resize)
     table = coco if isinstance(coco, ObjectTable) else object_table(coco, area=area, resize=resize, include_crowd=include_crowd)
     if table.num_objects == 0:
         raise _no_objects_error(table)
