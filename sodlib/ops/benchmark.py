@@ -95,7 +95,7 @@ def fastest_seconds(calls: dict[str, Callable[[], object]], counts: dict[str, in
 
 
 def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Workload(), repeats: int = 10,
-                    reference_repeats: int = 3, seed: int = 0) -> list[Timing]:
+                    reference_repeats: int = 5, seed: int = 0) -> list[Timing]:
     """Time every op of the comparison on ``device``; returns one :class:`Timing` per (op, mode)."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where to run (all: CPU, and CUDA when present)")
     parser.add_argument("--rois", type=int, default=300, help="number of RoIs (default 300)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per op (the fastest counts; default 10)")
-    parser.add_argument("--reference-repeats", type=int, default=3, help="timed runs of the slow references")
+    parser.add_argument("--reference-repeats", type=int, default=5, help="timed runs of the slow references")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for every op (default: torch's default, all cores)")
     parser.add_argument("--seed", type=int, default=0)
