@@ -1,0 +1,237 @@
+"""Offline copy-paste: write an augmented COCO dataset (images + instances json) once, train from it later.
+
+Kisantal et al. (seed 002, section 5.2, Table 4) compare two settings, both available here:
+
+- ``"augmented"``: every image holding a small object is replaced by its augmented copy (same image id, a new
+  file); the paper's "aug". Oversampling that output 2x (``python -m sodlib oversample``) is "aug +
+  oversample 2x".
+- ``"original+augmented"`` (default): every image holding a small object is kept as it is and an augmented
+  copy is added (new image id, ``"copy_pasted_from"``: the original image id); the paper's best setting,
+  equivalent to 2x oversampling with augmentation of the duplicates (``p = 0.5``).
+
+Images without small objects are kept as they are. An image with small objects where nothing could be pasted
+(no copyable object, no free place) still gets its copy in ``"original+augmented"``, pointing at the original
+file, so that the setting stays a 2x oversampling of those images.
+
+Output under ``out_dir``: ``instances.json`` and ``images/`` (originals hard-linked where the file system allows,
+else copied; augmented images as ``<name>_copy_paste.png``, lossless, or ``.jpg``). Pasted annotations carry a
+compressed RLE ``segmentation``, ``area`` = its pixel count, ``bbox`` = its tight box, the source's
+``category_id``, ``iscrowd = 0`` and ``"copy_pasted_from"``: the source annotation's id. Original annotations
+are written unchanged (copies on a new image get new ids and the new ``image_id`` only).
+
+Everything is written to a temporary folder beside ``out_dir`` and renamed into place at the end: a failure
+leaves nothing half-written. Image ``i`` draws from ``numpy.random.default_rng([seed, i])``, so the output does
+not depend on the order of the images.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from tqdm.auto import tqdm
+
+from sodlib.augment.copy_paste import CopyPasteSettings, PasteCounts, copy_paste_small_objects
+from sodlib.augment.masks import is_small_object
+from sodlib.augment.oversampling import write_json_atomically
+from sodlib.data.coco import CocoFormatError, load_coco
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = ("augmented", "original+augmented")
+IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg"}
+
+
+@dataclass
+class OfflineCopyPasteResult:
+    """What :func:`copy_paste_coco` wrote: ``annotations`` (json path), ``image_dir``, ``images`` (records
+    written), ``augmented_images`` (files with pasted objects), ``annotations_written``, and ``counts``."""
+
+    annotations: Path
+    image_dir: Path
+    images: int
+    augmented_images: int
+    annotations_written: int
+    counts: PasteCounts
+
+
+def _check_arguments(setting: str, image_format: str, seed: int, out_dir: Path, overwrite: bool) -> None:
+    if setting not in SETTINGS:
+        raise ValueError(f"setting={setting!r} is unknown; use 'original+augmented' (keep each image and add its "
+                         "augmented copy, the paper's best) or 'augmented' (replace it)")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format={image_format!r}; use 'png' (lossless) or 'jpg'")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    if out_dir.exists() and not overwrite:
+        raise ValueError(f"{out_dir} already exists; fix: pass overwrite=True (--overwrite) or another output folder")
+
+
+def _check_masks(coco: COCO, source: str) -> None:
+    missing = [a["id"] for a in coco.dataset["annotations"] if not a.get("segmentation")]
+    if missing:
+        raise CocoFormatError(source, [f"{len(missing)} annotation(s) have no 'segmentation' (ids {missing[:5]}); "
+                                       "copy-paste cuts objects by their masks and keeps copies off every other "
+                                       "object's mask; fix: use a dataset with instance masks"])
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _target_of(coco: COCO, annotations: list[dict]) -> dict:
+    """The target :func:`copy_paste_small_objects` needs, for a non-empty list of annotations; labels are the
+    COCO category ids."""
+    return {
+        "masks": torch.from_numpy(np.stack([coco.annToMask(a) for a in annotations])),
+        "boxes": torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                               for a in annotations], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64),
+        "area": torch.tensor([float(a["area"]) for a in annotations], dtype=torch.float64),
+        "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in annotations], dtype=torch.int64),
+    }
+
+
+def pasted_annotation(mask: np.ndarray, category_id: int, source_id: int) -> dict:
+    """A COCO annotation (without ``id`` / ``image_id``) for a pasted ``[H, W]`` mask, as compressed RLE."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return {"category_id": int(category_id), "segmentation": {"counts": rle["counts"].decode("ascii"), "size": list(rle["size"])},
+            "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0, "copy_pasted_from": int(source_id)}
+
+
+def _place_file(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)
+
+
+def _augmented_name(file_name: str, image_format: str) -> str:
+    path = Path(file_name)
+    return str(path.with_name(f"{path.stem}_copy_paste{IMAGE_FORMATS[image_format]}"))
+
+
+def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    settings: CopyPasteSettings = CopyPasteSettings(), *, setting: str = "original+augmented",
+                    seed: int = 0, image_format: str = "png", overwrite: bool = False,
+                    progress: bool = True) -> OfflineCopyPasteResult:
+    """Write a copy-pasted COCO dataset to ``out_dir`` (``instances.json`` + ``images/``; module docstring).
+
+    Args:
+        annotations: the input instances json (must have masks).
+        image_dir: the folder of its images (every file is checked up front).
+        out_dir: the output folder; must not exist unless ``overwrite``.
+        settings: strategy, count and the paste rules (:class:`sodlib.augment.CopyPasteSettings`).
+        setting: ``"original+augmented"`` or ``"augmented"``.
+        seed: image ``i`` draws from ``numpy.random.default_rng([seed, i])``.
+        image_format: ``"png"`` or ``"jpg"`` (quality 95) for the augmented images.
+        overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: a bad argument; FileNotFoundError: a missing file or folder;
+        CocoFormatError: a malformed json, or annotations without masks. All before anything is written.
+    """
+    out_dir = Path(out_dir)
+    if not isinstance(settings, CopyPasteSettings):
+        raise ValueError(f"settings must be a sodlib.augment.CopyPasteSettings, got {type(settings).__name__}")
+    _check_arguments(setting, image_format, seed, out_dir, overwrite)
+    image_dir = Path(image_dir)
+    coco = load_coco(annotations, image_dir, check_images=True)
+    _check_masks(coco, str(annotations))
+    data = coco.dataset
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        images_out, annotations_out = [], []
+        next_image_id = max((image["id"] for image in data["images"]), default=0) + 1
+        next_annotation_id = max((annotation["id"] for annotation in data["annotations"]), default=0) + 1
+        counts = PasteCounts()
+        augmented_files = 0
+        for image in tqdm(sorted(data["images"], key=lambda record: record["id"]), desc="copy-paste", unit="img",
+                          disable=not progress):
+            annotations_of_image = coco.imgToAnns.get(image["id"], [])
+            has_small = any(is_small_object(a, settings.small_area_max) for a in annotations_of_image)
+            keep_original = not has_small or setting == "original+augmented"
+            pasted: list[dict] = []
+            new_file = None
+            if has_small:
+                rng = np.random.default_rng([int(seed), int(image["id"])])
+                pixels = torch.from_numpy(np.ascontiguousarray(_read_pixels(image_dir / image["file_name"]).transpose(2, 0, 1)))
+                result = copy_paste_small_objects(pixels, _target_of(coco, annotations_of_image), rng, settings)
+                counts += result.counts
+                new_masks = result.target["masks"][len(annotations_of_image):].numpy()
+                for mask, source in zip(new_masks, result.sources):
+                    source_annotation = annotations_of_image[int(source)]
+                    pasted.append(pasted_annotation(mask, source_annotation["category_id"], source_annotation["id"]))
+                if pasted:
+                    new_file = _augmented_name(image["file_name"], image_format)
+                    destination = temporary / "images" / new_file
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    array = np.ascontiguousarray(result.image.numpy().transpose(1, 2, 0))
+                    Image.fromarray(array).save(destination, **({"quality": 95} if image_format == "jpg" else {}))
+                    augmented_files += 1
+            else:
+                counts += PasteCounts(images=1, images_without_candidates=1)
+            if keep_original or not pasted:
+                _place_file(image_dir / image["file_name"], temporary / "images" / image["file_name"])
+                images_out.append(copy.deepcopy(image))
+                annotations_out.extend(copy.deepcopy(annotations_of_image))
+            if not has_small or (setting == "augmented" and not pasted):
+                continue
+            if setting == "augmented":
+                record = {**copy.deepcopy(image), "file_name": new_file}
+                originals = copy.deepcopy(annotations_of_image)
+            else:
+                record = {**copy.deepcopy(image), "id": next_image_id, "copy_pasted_from": image["id"],
+                          "file_name": new_file or image["file_name"]}
+                next_image_id += 1
+                originals = []
+                for annotation in annotations_of_image:
+                    originals.append({**copy.deepcopy(annotation), "id": next_annotation_id, "image_id": record["id"]})
+                    next_annotation_id += 1
+            images_out.append(record)
+            annotations_out.extend(originals)
+            for annotation in pasted:
+                annotations_out.append({"id": next_annotation_id, "image_id": record["id"], **annotation})
+                next_annotation_id += 1
+
+        document = {key: copy.deepcopy(value) for key, value in data.items() if key not in ("images", "annotations")}
+        document["images"], document["annotations"] = images_out, annotations_out
+        write_json_atomically(document, temporary / "instances.json")
+        (temporary / "images").mkdir(exist_ok=True)
+        _move_into_place(temporary, out_dir, overwrite)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    logger.info("wrote %s: %d images (%d augmented), %d annotations; %s", out_dir, len(images_out), augmented_files,
+                len(annotations_out), counts.as_dict())
+    return OfflineCopyPasteResult(annotations=out_dir / "instances.json", image_dir=out_dir / "images",
+                                  images=len(images_out), augmented_images=augmented_files,
+                                  annotations_written=len(annotations_out), counts=counts)
+
+
+def _move_into_place(temporary: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished ``temporary`` folder to ``out_dir``; an old ``out_dir`` is removed only after."""
+    os.chmod(temporary, 0o755)  # mkdtemp makes it private
+    if out_dir.exists():
+        if not overwrite:
+            raise ValueError(f"{out_dir} appeared while writing; fix: pass overwrite=True or another output folder")
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "previous")
+        os.replace(temporary, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temporary, out_dir)
