@@ -125,3 +125,10 @@ def test_require_ext_turns_the_fallback_into_an_error() -> None:
     assert result.returncode != 0
     assert "SODLIB_REQUIRE_EXT=1 but the compiled extension sodlib._C failed to load" in result.stderr
     assert "pip install --no-build-isolation -e ." in result.stderr
+
+
+def test_meta_tensors_give_output_shapes_without_computing() -> None:
+    features = torch.empty(2, 18, 10, 10, device="meta")
+    rois = torch.empty(5, 5, device="meta")
+    assert ops.ps_prroi_pool(features, rois, 3, 0.5).shape == (5, 2, 3, 3)
+    assert ops.prroi_pool(features, rois, (2, 4), 0.5).shape == (5, 18, 2, 4)

@@ -9,10 +9,6 @@ Shapes: input ``Tensor[N, C, H, W]``, RoIs ``Tensor[K, 5]`` ``(batch_index, x1, 
 ``Tensor[L, 4]``, output ``Tensor[K, C, kh, kw]`` (``C / (kh * kw)`` channels for the position-sensitive ops).
 """
 from sodlib.ops.extension import EXTENSION_LOADED, has_compiled_kernel
-
-if EXTENSION_LOADED:
-    import sodlib.ops.registrations  # noqa: F401  (autograd and fake kernels of torch.ops.sodlib.*)
-
 from sodlib.ops.prroi import PrRoIPool, PSPrRoIPool, prroi_pool, ps_prroi_pool
 from sodlib.ops.prroi_reference import prroi_pool_reference, ps_prroi_pool_reference
 from sodlib.ops.torchvision_pooling import (

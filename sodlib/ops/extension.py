@@ -1,7 +1,8 @@
 """Loading the compiled extension ``sodlib._C`` and deciding when to fall back to the references.
 
 Importing ``sodlib._C`` registers the ops ``torch.ops.sodlib.prroi_pool_forward``, ``..._backward_input``
-and ``..._backward_rois`` with kernels for CPU and, when it was built with ``nvcc``, CUDA.
+and ``..._backward_rois`` with kernels for CPU and, when it was built with ``nvcc``, CUDA; importing
+:mod:`sodlib.ops.registrations` next adds their autograd formula and fake (meta) kernels.
 
 Without the extension (or without a kernel for a tensor's device) the pooling ops run the pure-PyTorch
 reference and warn once. ``SODLIB_REQUIRE_EXT=1`` (set by the test command) turns both into errors.
@@ -35,6 +36,8 @@ def _load() -> str | None:
                               f"{BUILD_HINT}") from error
         logger.info("sodlib._C not loaded: %s", error)
         return str(error)
+    import sodlib.ops.registrations  # noqa: F401  (autograd and fake kernels of the ops just loaded)
+
     return None
 
 
@@ -42,10 +45,11 @@ LOAD_ERROR = _load()
 EXTENSION_LOADED = LOAD_ERROR is None
 _warned = False
 
-# Device types with a compiled kernel, looked up once (a plain set keeps the check traceable by torch.compile).
+# Device types with a compiled kernel (meta: the fake kernel, shapes only), looked up once; a plain set keeps
+# the check traceable by torch.compile.
 COMPILED_DEVICE_TYPES = frozenset(
     device_type
-    for device_type, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    for device_type, key in (("cpu", "CPU"), ("cuda", "CUDA"), ("meta", "Meta"))
     if EXTENSION_LOADED and torch._C._dispatch_has_kernel_for_dispatch_key("sodlib::prroi_pool_forward", key)
 )
 
