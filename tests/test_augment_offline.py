@@ -1,0 +1,180 @@
+"""Offline copy-paste and the commands: a valid COCO dataset written atomically, every rule kept in it."""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from sodlib.augment import CopyPasteSettings, copy_paste_coco, mask_box
+from sodlib.cli import main
+from sodlib.data import embedded_dataset, load_coco, read_image
+from sodlib.data.coco import CocoFormatError
+
+
+def write_subset(source: Path, out: Path, count: int, only_with_small: bool = False) -> Path:
+    """The first ``count`` images of a COCO json (optionally only those with small objects) as a new json."""
+    data = json.loads(Path(source).read_text())
+    small = {a["image_id"] for a in data["annotations"] if a["area"] <= 1024 and not a.get("iscrowd", 0)}
+    images = [i for i in data["images"] if not only_with_small or i["id"] in small][:count]
+    keep = {i["id"] for i in images}
+    data["images"] = images
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.fixture(scope="module")
+def embedded_subset(tmp_path_factory) -> tuple[Path, Path]:
+    annotations, images = embedded_dataset("train")
+    return write_subset(annotations, tmp_path_factory.mktemp("subset") / "subset.json", 12), images
+
+
+def masks_of(coco: COCO, image_id: int) -> tuple[list[dict], np.ndarray]:
+    annotations = coco.imgToAnns[image_id]
+    return annotations, np.stack([coco.annToMask(a) for a in annotations]).astype(bool)
+
+
+def check_written_dataset(source: COCO, source_images: Path, out: Path, setting: str, margin: int = 5) -> collections.Counter:
+    """The output's rules: valid json and files, originals kept, pasted objects well formed and placed."""
+    coco = load_coco(out / "instances.json", out / "images", check_images=True)
+    assert len(COCO(str(out / "instances.json")).anns) == len(coco.anns)
+    kinds: collections.Counter = collections.Counter()
+    strip = lambda a: {k: v for k, v in a.items() if k not in ("id", "image_id")}  # noqa: E731
+    for image in coco.dataset["images"]:
+        original_id = image.get("copy_pasted_from", image["id"])
+        originals = source.imgToAnns.get(original_id, [])
+        annotations = coco.imgToAnns.get(image["id"], [])
+        kept = [a for a in annotations if "copy_pasted_from" not in a]
+        pasted = [a for a in annotations if "copy_pasted_from" in a]
+        assert [strip(a) for a in kept] == [strip(a) for a in originals]
+        if "copy_pasted_from" not in image:
+            assert [a["id"] for a in kept] == [a["id"] for a in originals]  # same image: same ids
+        if not pasted:
+            kinds["unchanged"] += 1
+            continue
+        kinds["augmented"] += 1
+        _, masks = masks_of(coco, image["id"])
+        height, width = masks.shape[1:]
+        originals_union = masks[:len(kept)].any(axis=0)
+        pasted_union = np.zeros_like(originals_union)
+        for annotation, mask in zip(pasted, masks[len(kept):]):
+            rle = coco.annToRLE(annotation)
+            assert annotation["area"] == mask_utils.area(rle) == mask.sum()
+            x1, y1, x2, y2 = mask_box(mask)
+            assert annotation["bbox"] == [x1, y1, x2 - x1, y2 - y1]
+            assert x1 >= margin and y1 >= margin and x2 <= width - margin and y2 <= height - margin
+            assert not (mask & originals_union).any() and not (mask & pasted_union).any()
+            pasted_union |= mask
+            copied = source.anns[annotation["copy_pasted_from"]]
+            assert copied["image_id"] == original_id and copied["category_id"] == annotation["category_id"]
+            assert copied["area"] <= 1024 and not copied.get("iscrowd", 0)
+        # the original's pixels are untouched outside the pasted masks
+        before = read_image(source_images / source.imgs[original_id]["file_name"])
+        after = read_image(out / "images" / image["file_name"])
+        assert not ((before != after).any(dim=0).numpy() & ~pasted_union).any()
+    with_small = {a["image_id"] for a in source.dataset["annotations"] if a["area"] <= 1024 and not a.get("iscrowd", 0)}
+    if setting == "original+augmented":
+        assert len(coco.imgs) == len(source.imgs) + len(with_small)
+    else:
+        assert len(coco.imgs) == len(source.imgs)
+    return kinds
+
+
+@pytest.mark.parametrize("setting", ["original+augmented", "augmented"])
+def test_offline_copy_paste_writes_a_valid_dataset(embedded_subset, tmp_path, setting):
+    annotations, images = embedded_subset
+    result = copy_paste_coco(annotations, images, tmp_path / "out", CopyPasteSettings("several", 3), setting=setting,
+                             seed=1, progress=False)
+    kinds = check_written_dataset(load_coco(annotations), images, tmp_path / "out", setting)
+    assert kinds["augmented"] == result.augmented_images > 0
+    assert result.counts.pasted > 0 and result.counts.images == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
+
+
+def test_offline_output_depends_only_on_the_seed(embedded_subset, tmp_path):
+    annotations, images = embedded_subset
+    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
+        copy_paste_coco(annotations, images, tmp_path / name, CopyPasteSettings("all", 1), seed=seed, progress=False)
+    read = lambda name: (tmp_path / name / "instances.json").read_text()  # noqa: E731
+    assert read("a") == read("b") != read("c")
+
+
+def test_existing_output_is_refused_then_replaced_whole(embedded_subset, tmp_path):
+    annotations, images = embedded_subset
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(ValueError, match="already exists"):
+        copy_paste_coco(annotations, images, out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    copy_paste_coco(annotations, images, out, CopyPasteSettings("one", 1), overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["images", "instances.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_bad_arguments_fail_before_anything_is_written(embedded_subset, tiny_coco, tmp_path):
+    annotations, images = embedded_subset
+    with pytest.raises(ValueError, match="setting='both' is unknown"):
+        copy_paste_coco(annotations, images, tmp_path / "out", setting="both")
+    with pytest.raises(ValueError, match="image_format='gif'"):
+        copy_paste_coco(annotations, images, tmp_path / "out", image_format="gif")
+    with pytest.raises(ValueError, match="strategy='many' is unknown"):
+        copy_paste_coco(annotations, images, tmp_path / "out", CopyPasteSettings("many"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        copy_paste_coco(annotations, tmp_path / "nowhere", tmp_path / "out")
+    for annotation in tiny_coco["annotations"]:
+        if not annotation["iscrowd"]:
+            del annotation["segmentation"]
+    from tests.conftest import write_coco  # the shared helper that also draws the images
+    path, tiny_images = write_coco(tmp_path / "tiny", tiny_coco)
+    with pytest.raises(CocoFormatError, match="have no 'segmentation'.*instance masks"):
+        copy_paste_coco(path, tiny_images, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_commands_write_and_chain(embedded_subset, tmp_path, capsys):
+    annotations, images = embedded_subset
+    out = tmp_path / "pasted"
+    assert main(["augment", "--annotations", str(annotations), "--images", str(images), "--out", str(out),
+                 "--strategy", "one", "--count", "2", "--setting", "augmented", "--quiet", "--format", "jpg"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'instances.json'}" in printed and "pastes done" in printed
+    assert any(p.suffix == ".jpg" and p.stem.endswith("_copy_paste") for p in (out / "images").iterdir())
+    over = tmp_path / "pasted_2x.json"
+    assert main(["oversample", "--annotations", str(out / "instances.json"), "--out", str(over), "--factor", "2"]) == 0
+    assert "each 2x" in capsys.readouterr().out
+    assert len(load_coco(over, out / "images", check_images=True).imgs) > 12
+    assert main(["oversample", "--annotations", str(annotations), "--out", str(over), "--factor", "0.5"]) == 2
+    assert "factor=0.5 is below 1" in capsys.readouterr().err
+    assert main(["augment", "--annotations", str(annotations), "--images", str(images), "--out", str(out),
+                 "--strategy", "all", "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["augment", "--annotations", str(annotations), "--images", str(images), "--out", str(out),
+              "--strategy", "most"])
+    assert "invalid choice: 'most'" in capsys.readouterr().err
+
+
+@pytest.mark.coco_mini
+def test_offline_copy_paste_on_coco_mini(coco_mini, tmp_path):
+    annotations, images = coco_mini
+    subset = write_subset(annotations, tmp_path / "mini.json", 10, only_with_small=True)
+    result = copy_paste_coco(subset, images, tmp_path / "out", CopyPasteSettings("all", 1), progress=False)
+    source = load_coco(subset)
+    coco = load_coco(tmp_path / "out" / "instances.json")
+    # COCO's originals may overlap one another; check what was pasted against all of them
+    for image in coco.dataset["images"]:
+        annotations_of_image, masks = masks_of(coco, image["id"])
+        pasted = np.array(["copy_pasted_from" in a for a in annotations_of_image])
+        if pasted.any():
+            assert not (masks[pasted].sum(axis=0) > 1).any()
+            assert not (masks[pasted].any(axis=0) & masks[~pasted].any(axis=0)).any()
+    assert len(coco.imgs) == 20 and result.counts.pasted > 0
+    kept = [a for a in coco.dataset["annotations"] if "copy_pasted_from" not in a and a["image_id"] in source.imgs]
+    assert sorted(kept, key=lambda a: a["id"]) == sorted(source.dataset["annotations"], key=lambda a: a["id"])
