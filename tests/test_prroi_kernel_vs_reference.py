@@ -126,4 +126,9 @@ def test_cuda_matches_cpu_in_every_dtype(dtype: torch.dtype) -> None:
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(cuda.cpu(), cpu, **tol)
     torch.testing.assert_close(cuda_features.grad.cpu(), cpu_features.grad, **tol)
-    assert (cuda_rois.grad.cpu() - cpu_rois.grad).norm() <= 1e-3 * cpu_rois.grad.norm()
+    # box gradients: float32 inside on both devices, summed in different orders; sub-pixel boxes (every fifth)
+    # are ill-conditioned (invariant 11), so they get the looser bound
+    tiny = torch.arange(rois.shape[0]) % 5 == 1
+    difference = cuda_rois.grad.cpu() - cpu_rois.grad
+    assert difference[~tiny].norm() <= 1e-4 * cpu_rois.grad[~tiny].norm()
+    assert difference[tiny].norm() <= 1e-2 * cpu_rois.grad[tiny].norm()
