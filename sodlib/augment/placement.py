@@ -47,25 +47,25 @@ def warp_object(pixels: np.ndarray, mask: np.ndarray, scale: float, angle_degree
     source_x = (cos * qx + sin * qy) / scale + centre_x - 0.5
     source_y = (-sin * qx + cos * qy) / scale + centre_y - 0.5
 
-    # pad by one pixel of empty mask so that every bilinear tap has an index; far taps clip onto the pad
-    padded_mask = np.zeros((height + 2, width + 2), dtype=np.float32)
-    padded_mask[1:-1, 1:-1] = mask
-    weighted = np.zeros((channels, height + 2, width + 2), dtype=np.float32)
-    weighted[:, 1:-1, 1:-1] = pixels * mask
+    # the mask (channel 0) and the masked pixels (channels 1..C), padded by one empty pixel so that every
+    # bilinear tap has an index; taps far outside clip onto the empty pad
+    padded = np.zeros((channels + 1, height + 2, width + 2), dtype=np.float32)
+    padded[0, 1:-1, 1:-1] = mask
+    padded[1:, 1:-1, 1:-1] = pixels * mask
+    flat = padded.reshape(channels + 1, -1)
     x0 = np.floor(source_x)
     y0 = np.floor(source_y)
-    fx = (source_x - x0).astype(np.float32)
-    fy = (source_y - y0).astype(np.float32)
-    ix0 = np.clip(x0.astype(np.int64) + 1, 0, width + 1)
-    iy0 = np.clip(y0.astype(np.int64) + 1, 0, height + 1)
-    ix1 = np.clip(ix0 + 1, 0, width + 1)
-    iy1 = np.clip(iy0 + 1, 0, height + 1)
-    taps = ((iy0, ix0, (1 - fy) * (1 - fx)), (iy0, ix1, (1 - fy) * fx), (iy1, ix0, fy * (1 - fx)), (iy1, ix1, fy * fx))
-    alpha = np.zeros((out_height, out_width), dtype=np.float32)
-    values = np.zeros((channels, out_height, out_width), dtype=np.float32)
-    for rows, cols, weight in taps:
-        alpha += weight * padded_mask[rows, cols]
-        values += weight * weighted[:, rows, cols]
+    fx = (source_x - x0).astype(np.float32).ravel()
+    fy = (source_y - y0).astype(np.float32).ravel()
+    ix0 = np.minimum(np.maximum(x0.astype(np.int64) + 1, 0), width + 1).ravel()
+    iy0 = np.minimum(np.maximum(y0.astype(np.int64) + 1, 0), height + 1).ravel()
+    ix1 = np.minimum(ix0 + 1, width + 1)
+    iy1 = np.minimum(iy0 + 1, height + 1)
+    stride = width + 2
+    taps = ((iy0 * stride + ix0, (1 - fy) * (1 - fx)), (iy0 * stride + ix1, (1 - fy) * fx),
+            (iy1 * stride + ix0, fy * (1 - fx)), (iy1 * stride + ix1, fy * fx))
+    sampled = sum(flat[:, index] * weight for index, weight in taps).reshape(channels + 1, out_height, out_width)
+    alpha, values = sampled[0], sampled[1:]
     new_mask = alpha >= 0.5
     box = mask_box(new_mask)
     if box is None:
