@@ -155,3 +155,22 @@ def test_offline_json_round_trips_through_pycocotools(embedded_train, tmp_path):
     assert len(load_coco(out).imgs) == len(flags) + flags.sum()
     with pytest.raises(ValueError, match="is the input file"):
         write_oversampled_coco(out, out, 2, overwrite=True)
+
+
+def test_oversampled_view_lists_small_object_items_factor_times(embedded_train, tiny_coco_files):
+    from sodlib.augment import OversampledDataset
+
+    view = OversampledDataset(embedded_train, 3)
+    flags = expected_flags(embedded_train)
+    assert len(view) == (~flags).sum() + 3 * flags.sum()
+    assert np.array_equal(np.bincount(view.indices, minlength=len(flags)), np.where(flags, 3, 1))
+    assert small_object_flags(view).sum() == 3 * flags.sum()
+    tiny = CocoDetection(*tiny_coco_files)
+    tiny_view = OversampledDataset(tiny, 2)
+    assert [target["image_id"] for _, target in (tiny_view[i] for i in range(len(tiny_view)))] == [1, 1, 7, 7]
+    half = OversampledDataset(embedded_train, 1.5, seed=2)
+    assert len(half) == len(flags) + round(0.5 * flags.sum())
+    with pytest.raises(ValueError, match="below 1"):
+        OversampledDataset(embedded_train, 0.9)
+    with pytest.raises(ValueError, match="one boolean per item"):
+        OversampledDataset(embedded_train, 2, has_small_objects=[True])

@@ -11,6 +11,7 @@ from sodlib.augment.copy_paste import (
 from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces, is_small_object, mask_box
 from sodlib.augment.offline import OfflineCopyPasteResult, copy_paste_coco
 from sodlib.augment.oversampling import (
+    OversampledDataset,
     SmallObjectOversampler,
     images_with_small_objects,
     oversample_coco,
@@ -24,6 +25,7 @@ __all__ = [
     "CopyPasteResult",
     "CopyPasteSettings",
     "OfflineCopyPasteResult",
+    "OversampledDataset",
     "PasteCounts",
     "SmallObjectCopyPaste",
     "SmallObjectOversampler",

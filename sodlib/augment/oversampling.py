@@ -6,10 +6,12 @@ was best for small objects; large objects lose a little at every factor). An ima
 when at least one of its non-crowd annotations has ``area <= 32^2`` (COCO's small bin by the annotation's
 mask area, the edge inclusive as in COCOeval; crowd regions are not objects).
 
-Two ways to get it, with the same rule:
+Three ways to get it, with the same rule:
 
 - :class:`SmallObjectOversampler`, a ``torch.utils.data.Sampler`` for any :mod:`sodlib.data` dataset: each
   epoch yields every index once, plus ``factor - 1`` more times for the images with small objects, shuffled.
+- :class:`OversampledDataset`, a dataset view listing those items ``factor`` times, for training loops that
+  bring their own sampler (``sodlib.engine.train`` shuffles with a ``DistributedSampler``);
 - :func:`oversample_coco` / :func:`write_oversampled_coco`, the offline mode the paper used: a COCO json in
   which each image with small objects appears ``factor`` times (the copies get new image and annotation ids,
   point at the same file and carry ``"oversampled_from"``: the original image id).
@@ -159,6 +161,42 @@ class SmallObjectOversampler(torch.utils.data.Sampler[int]):
         if self.shuffle:
             indices = indices[torch.randperm(len(indices), generator=generator).numpy()]
         return iter(indices.tolist())
+
+
+class OversampledDataset(torch.utils.data.Dataset):
+    """A view of ``dataset`` in which each item holding a small object appears ``factor`` times (the paper's
+    offline copies, without writing a file), for training loops that bring their own sampler.
+
+    Item ``i`` of the view is ``dataset[indices[i]]``; ``indices`` lists every item once, the items with small
+    objects ``floor(factor)`` times in a row, and for a fractional factor ``round(frac * N_small)`` of them
+    (drawn with ``seed``) once more. The loop's sampler does the shuffling. ``annotations_of`` passes through,
+    so :func:`small_object_flags` works on the view.
+
+    Args:
+        dataset: a :mod:`sodlib.data` dataset (see :func:`small_object_flags`).
+        factor: >= 1. has_small_objects: optional precomputed flags. seed: picks the fractional extras.
+    """
+
+    def __init__(self, dataset: Any, factor: float, *, has_small_objects: Sequence[bool] | None = None, seed: int = 0,
+                 small_area_max: float = SMALL_AREA_MAX):
+        self.factor = check_factor(factor)
+        flags = small_object_flags(dataset, small_area_max) if has_small_objects is None else np.asarray(has_small_objects)
+        if flags.ndim != 1 or flags.dtype != bool or len(flags) != len(dataset):
+            raise ValueError(f"has_small_objects must hold one boolean per item ({len(dataset)}); fix: pass "
+                             "small_object_flags(dataset) or leave it out")
+        self.dataset = dataset
+        self.has_small_objects = flags
+        self.repeats_per_item = _repeats(np.random.default_rng(seed), flags, self.factor)
+        self.indices = np.repeat(np.arange(len(flags)), self.repeats_per_item)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[int(self.indices[index])]
+
+    def annotations_of(self, index: int) -> list[dict]:
+        return self.dataset.annotations_of(int(self.indices[index]))
 
 
 def oversample_coco(data: Mapping, factor: float, seed: int = 0, small_area_max: float = SMALL_AREA_MAX) -> dict:
