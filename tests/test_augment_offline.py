@@ -96,12 +96,16 @@ def test_offline_copy_paste_writes_a_valid_dataset(embedded_subset, tmp_path, se
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
 
 
-def test_offline_output_depends_only_on_the_seed(embedded_subset, tmp_path):
+def test_offline_output_depends_only_on_the_seed_not_on_workers(embedded_subset, tmp_path):
     annotations, images = embedded_subset
-    for name, seed in (("a", 4), ("b", 4), ("c", 5)):
-        copy_paste_coco(annotations, images, tmp_path / name, CopyPasteSettings("all", 1), seed=seed, progress=False)
+    for name, seed, workers in (("a", 4, 1), ("b", 4, 2), ("c", 5, 1)):
+        copy_paste_coco(annotations, images, tmp_path / name, CopyPasteSettings("all", 1), seed=seed, workers=workers,
+                        progress=False)
     read = lambda name: (tmp_path / name / "instances.json").read_text()  # noqa: E731
     assert read("a") == read("b") != read("c")
+    files = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b" / "images").iterdir())
+    assert all((tmp_path / "a" / "images" / f).read_bytes() == (tmp_path / "b" / "images" / f).read_bytes() for f in files)
 
 
 def test_existing_output_is_refused_then_replaced_whole(embedded_subset, tmp_path):
@@ -121,6 +125,8 @@ def test_bad_arguments_fail_before_anything_is_written(embedded_subset, tiny_coc
     annotations, images = embedded_subset
     with pytest.raises(ValueError, match="setting='both' is unknown"):
         copy_paste_coco(annotations, images, tmp_path / "out", setting="both")
+    with pytest.raises(ValueError, match="workers=0"):
+        copy_paste_coco(annotations, images, tmp_path / "out", workers=0)
     with pytest.raises(ValueError, match="image_format='gif'"):
         copy_paste_coco(annotations, images, tmp_path / "out", image_format="gif")
     with pytest.raises(ValueError, match="strategy='many' is unknown"):

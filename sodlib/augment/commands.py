@@ -1,7 +1,7 @@
 """Commands ``python -m sodlib augment`` and ``python -m sodlib oversample`` (offline, after Kisantal et al.).
 
 - ``augment --annotations FILE --images DIR --out DIR --strategy one|several|all [--count K]
-  [--setting original+augmented|augmented] [--seed S] [--allow-overlap] [--edge-blur 3|5] [--format png|jpg]``:
+  [--setting original+augmented|augmented] [--seed S] [--allow-overlap] [--edge-blur 3|5] [--format png|jpg] [--workers N]``:
   writes ``DIR/instances.json`` and ``DIR/images/`` with small objects copy-pasted
   (:func:`sodlib.augment.copy_paste_coco`).
 - ``oversample --annotations FILE --out FILE --factor F [--seed S]``: writes a json in which every image
@@ -22,7 +22,8 @@ def _augment(args: argparse.Namespace) -> int:
                                  max_rotation_degrees=args.rotation, border_margin=args.margin,
                                  allow_overlap=args.allow_overlap, edge_blur=args.edge_blur)
     result = copy_paste_coco(args.annotations, args.images, args.out, settings, setting=args.setting, seed=args.seed,
-                             image_format=args.format, overwrite=args.overwrite, progress=not args.quiet)
+                             image_format=args.format, overwrite=args.overwrite, workers=args.workers,
+                             progress=not args.quiet)
     counts = result.counts
     print(f"wrote {result.annotations} ({result.images} images, {result.augmented_images} with pasted objects, "
           f"{result.annotations_written} annotations) and the images in {result.image_dir}")
@@ -62,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     augment.add_argument("--allow-overlap", action="store_true", help="paste without avoiding other objects (ablation)")
     augment.add_argument("--edge-blur", type=int, default=None, help="Gaussian kernel size for the pasted outline (3 or 5)")
     augment.add_argument("--format", choices=tuple(IMAGE_FORMATS), default="png", help="format of augmented images")
+    augment.add_argument("--workers", type=int, default=1, help="processes doing the images (same output for any number)")
     augment.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     augment.add_argument("--quiet", action="store_true", help="no progress bar")
     augment.set_defaults(func=_augment)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -123,9 +124,59 @@ def _augmented_name(file_name: str, image_format: str) -> str:
     return str(path.with_name(f"{path.stem}_copy_paste{IMAGE_FORMATS[image_format]}"))
 
 
+@dataclass
+class _Job:
+    """What every image's work needs (module-level in each worker process, set once by :func:`_start_worker`)."""
+
+    coco: COCO
+    image_dir: Path
+    out_images: Path
+    settings: CopyPasteSettings
+    seed: int
+    image_format: str
+
+
+_JOB: _Job | None = None
+
+
+def _start_worker(job: _Job | None, worker_process: bool = False) -> None:
+    global _JOB
+    _JOB = job
+    if worker_process:
+        torch.set_num_threads(1)  # one image per process; no thread pools inside forked workers
+
+
+def _augment_image(image_id: int) -> tuple[int, str | None, list[dict], PasteCounts]:
+    """Copy-paste one image: ``(image id, augmented file name or None, pasted annotations, counts)``.
+
+    The augmented image is written under the job's output folder; annotations get their ids later, in order.
+    """
+    job = _JOB
+    assert job is not None, "_start_worker sets the job first"
+    image = job.coco.imgs[image_id]
+    annotations = job.coco.imgToAnns.get(image_id, [])
+    if not any(is_small_object(a, job.settings.small_area_max) for a in annotations):
+        return image_id, None, [], PasteCounts(images=1, images_without_candidates=1)
+    rng = np.random.default_rng([job.seed, int(image_id)])
+    pixels = torch.from_numpy(np.ascontiguousarray(_read_pixels(job.image_dir / image["file_name"]).transpose(2, 0, 1)))
+    result = copy_paste_small_objects(pixels, _target_of(job.coco, annotations), rng, job.settings)
+    pasted = []
+    for mask, source in zip(result.target["masks"][len(annotations):].numpy(), result.sources):
+        source_annotation = annotations[int(source)]
+        pasted.append(pasted_annotation(mask, source_annotation["category_id"], source_annotation["id"]))
+    if not pasted:
+        return image_id, None, [], result.counts
+    new_file = _augmented_name(image["file_name"], job.image_format)
+    destination = job.out_images / new_file
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    array = np.ascontiguousarray(result.image.numpy().transpose(1, 2, 0))
+    Image.fromarray(array).save(destination, **({"quality": 95} if job.image_format == "jpg" else {}))
+    return image_id, new_file, pasted, result.counts
+
+
 def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     settings: CopyPasteSettings = CopyPasteSettings(), *, setting: str = "original+augmented",
-                    seed: int = 0, image_format: str = "png", overwrite: bool = False,
+                    seed: int = 0, image_format: str = "png", overwrite: bool = False, workers: int = 1,
                     progress: bool = True) -> OfflineCopyPasteResult:
     """Write a copy-pasted COCO dataset to ``out_dir`` (``instances.json`` + ``images/``; module docstring).
 
@@ -138,6 +189,7 @@ def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike
         seed: image ``i`` draws from ``numpy.random.default_rng([seed, i])``.
         image_format: ``"png"`` or ``"jpg"`` (quality 95) for the augmented images.
         overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        workers: processes doing the images (the output is the same bytes for any number).
         progress: show a progress bar.
 
     Raises:
@@ -148,71 +200,68 @@ def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike
     if not isinstance(settings, CopyPasteSettings):
         raise ValueError(f"settings must be a sodlib.augment.CopyPasteSettings, got {type(settings).__name__}")
     _check_arguments(setting, image_format, seed, out_dir, overwrite)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be an integer >= 1 (processes doing the images)")
     image_dir = Path(image_dir)
     coco = load_coco(annotations, image_dir, check_images=True)
     _check_masks(coco, str(annotations))
     data = coco.dataset
+    image_ids = sorted(coco.imgs)
+    workers = min(int(workers), max(len(image_ids), 1))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
+        (temporary / "images").mkdir()
+        job = _Job(coco, image_dir, temporary / "images", settings, int(seed), image_format)
         images_out, annotations_out = [], []
-        next_image_id = max((image["id"] for image in data["images"]), default=0) + 1
+        next_image_id = max(image_ids, default=0) + 1
         next_annotation_id = max((annotation["id"] for annotation in data["annotations"]), default=0) + 1
         counts = PasteCounts()
         augmented_files = 0
-        for image in tqdm(sorted(data["images"], key=lambda record: record["id"]), desc="copy-paste", unit="img",
-                          disable=not progress):
-            annotations_of_image = coco.imgToAnns.get(image["id"], [])
-            has_small = any(is_small_object(a, settings.small_area_max) for a in annotations_of_image)
-            keep_original = not has_small or setting == "original+augmented"
-            pasted: list[dict] = []
-            new_file = None
-            if has_small:
-                rng = np.random.default_rng([int(seed), int(image["id"])])
-                pixels = torch.from_numpy(np.ascontiguousarray(_read_pixels(image_dir / image["file_name"]).transpose(2, 0, 1)))
-                result = copy_paste_small_objects(pixels, _target_of(coco, annotations_of_image), rng, settings)
-                counts += result.counts
-                new_masks = result.target["masks"][len(annotations_of_image):].numpy()
-                for mask, source in zip(new_masks, result.sources):
-                    source_annotation = annotations_of_image[int(source)]
-                    pasted.append(pasted_annotation(mask, source_annotation["category_id"], source_annotation["id"]))
-                if pasted:
-                    new_file = _augmented_name(image["file_name"], image_format)
-                    destination = temporary / "images" / new_file
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                    array = np.ascontiguousarray(result.image.numpy().transpose(1, 2, 0))
-                    Image.fromarray(array).save(destination, **({"quality": 95} if image_format == "jpg" else {}))
-                    augmented_files += 1
-            else:
-                counts += PasteCounts(images=1, images_without_candidates=1)
-            if keep_original or not pasted:
-                _place_file(image_dir / image["file_name"], temporary / "images" / image["file_name"])
-                images_out.append(copy.deepcopy(image))
-                annotations_out.extend(copy.deepcopy(annotations_of_image))
-            if not has_small or (setting == "augmented" and not pasted):
-                continue
-            if setting == "augmented":
-                record = {**copy.deepcopy(image), "file_name": new_file}
-                originals = copy.deepcopy(annotations_of_image)
-            else:
-                record = {**copy.deepcopy(image), "id": next_image_id, "copy_pasted_from": image["id"],
-                          "file_name": new_file or image["file_name"]}
-                next_image_id += 1
-                originals = []
-                for annotation in annotations_of_image:
-                    originals.append({**copy.deepcopy(annotation), "id": next_annotation_id, "image_id": record["id"]})
+        pool = multiprocessing.get_context().Pool(workers, _start_worker, (job, True)) if workers > 1 else None
+        if pool is None:
+            _start_worker(job)
+        try:
+            outcomes = pool.imap(_augment_image, image_ids, chunksize=8) if pool else map(_augment_image, image_ids)
+            for image_id, new_file, pasted, image_counts in tqdm(outcomes, total=len(image_ids), desc="copy-paste",
+                                                                 unit="img", disable=not progress):
+                image = coco.imgs[image_id]
+                annotations_of_image = coco.imgToAnns.get(image_id, [])
+                has_small = any(is_small_object(a, settings.small_area_max) for a in annotations_of_image)
+                counts += image_counts
+                augmented_files += int(new_file is not None)
+                if setting == "original+augmented" or new_file is None:
+                    _place_file(image_dir / image["file_name"], temporary / "images" / image["file_name"])
+                    images_out.append(copy.deepcopy(image))
+                    annotations_out.extend(copy.deepcopy(annotations_of_image))
+                if not has_small or (setting == "augmented" and new_file is None):
+                    continue
+                if setting == "augmented":
+                    record = {**copy.deepcopy(image), "file_name": new_file}
+                    originals = copy.deepcopy(annotations_of_image)
+                else:
+                    record = {**copy.deepcopy(image), "id": next_image_id, "copy_pasted_from": image_id,
+                              "file_name": new_file or image["file_name"]}
+                    next_image_id += 1
+                    originals = []
+                    for annotation in annotations_of_image:
+                        originals.append({**copy.deepcopy(annotation), "id": next_annotation_id, "image_id": record["id"]})
+                        next_annotation_id += 1
+                images_out.append(record)
+                annotations_out.extend(originals)
+                for annotation in pasted:
+                    annotations_out.append({"id": next_annotation_id, "image_id": record["id"], **annotation})
                     next_annotation_id += 1
-            images_out.append(record)
-            annotations_out.extend(originals)
-            for annotation in pasted:
-                annotations_out.append({"id": next_annotation_id, "image_id": record["id"], **annotation})
-                next_annotation_id += 1
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            _start_worker(None)
 
         document = {key: copy.deepcopy(value) for key, value in data.items() if key not in ("images", "annotations")}
         document["images"], document["annotations"] = images_out, annotations_out
         write_json_atomically(document, temporary / "instances.json")
-        (temporary / "images").mkdir(exist_ok=True)
         _move_into_place(temporary, out_dir, overwrite)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
