@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from sodlib.data.sizes import SIZE_BIN_COLORS, SIZE_BINS
 from sodlib.stats import AnchorMatchingStatistics, SizeStatistics
@@ -54,6 +55,13 @@ def size_shares(sizes: SizeStatistics) -> dict[str, dict[str, float]]:
     }
 
 
+def _pixel_log_x(ax) -> None:
+    """Base-2 log x axis labelled in plain pixels (4, 8, 16, ...)."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _shade_bins(ax, top: float | None = None) -> None:
     """Light background per COCO bin on a side axis, with the 32 and 96 px edges as lines."""
     edges = [0.5, 32.0, 96.0, 5000.0]
@@ -85,7 +93,7 @@ def plot_side_histogram(sides: Mapping[str, Sequence[float] | np.ndarray], *, bi
         counts, _ = np.histogram(values[values > 0], bins=edges)
         share = 100.0 * counts / max(1, values.size)
         ax.stairs(share, edges, linewidth=1.8, label=f"{name} ({values.size:,} objects)")
-    ax.set_xscale("log", base=2)
+    _pixel_log_x(ax)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("object side sqrt(area) (px, log scale)")
     ax.set_ylabel("% of objects")
@@ -180,7 +188,7 @@ def plot_best_iou_vs_side(results: Mapping[str, tuple[np.ndarray, np.ndarray]], 
     if oracle:
         ax.plot(list(oracle), list(oracle.values()), "kD", markersize=5, label="R16 oracle (random squares, FPN anchors)")
     ax.axhline(pos_iou, color="tab:green", linewidth=1.0, label=f"positive threshold {pos_iou:g}")
-    ax.set_xscale("log", base=2)
+    _pixel_log_x(ax)
     low = min((s.min() for s in all_sides if s.size), default=2.0)
     high = max((s.max() for s in all_sides if s.size), default=512.0)
     ax.set_xlim(max(1.0, low * 0.8), high * 1.25)
