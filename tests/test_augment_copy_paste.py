@@ -81,7 +81,7 @@ def test_rules_hold_on_the_embedded_data(embedded_items, strategy, count):
 
 def test_strategies_pick_their_sources(embedded_items):
     rng = np.random.default_rng(0)
-    for image, target in embedded_items:
+    for image, target in embedded_items[:12]:
         eligible = [i for i in range(len(target["labels"])) if target["area"][i] <= 1024 and target["iscrowd"][i] == 0
                     and count_connected_pieces(target["masks"][i].numpy()) == 1]
         one = copy_paste_small_objects(image, target, rng, CopyPasteSettings("one", 4))
@@ -230,7 +230,7 @@ def _run(transform: SmallObjectCopyPaste, items) -> list[torch.Tensor]:
 
 
 def test_same_seed_same_output_and_generators_work(embedded_items):
-    items = embedded_items[:6]
+    items = embedded_items[:4]
     first, again = _run(SmallObjectCopyPaste("all", 2, seed=3), items), _run(SmallObjectCopyPaste("all", 2, seed=3), items)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     other = _run(SmallObjectCopyPaste("all", 2, seed=4), items)
@@ -312,7 +312,7 @@ def test_rules_hold_on_coco_mini(coco_mini):
     probe = CocoDetection(annotations, images)
     with_small = [image_id for index, image_id in enumerate(probe.image_ids)
                   if any(a["area"] <= 1024 and not a.get("iscrowd", 0) for a in probe.annotations_of(index))]
-    dataset = CocoDetection(probe.coco, images, masks=True, image_ids=with_small[:16])
+    dataset = CocoDetection(probe.coco, images, masks=True, image_ids=with_small[:10])
     transform = SmallObjectCopyPaste("all", 2, seed=0)
     for index in range(len(dataset)):
         image, target = dataset[index]
