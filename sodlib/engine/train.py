@@ -16,7 +16,8 @@ run resumed from a checkpoint continues with exactly the losses it would have ha
 
 Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` (gradients are averaged over processes
 at every step, so the parameters stay identical), only rank 0 writes files and shows the progress bar, and the
-logged losses are means over processes.
+logged losses are means over processes. At the end every process holds rank 0's buffers (batch-norm
+running statistics), so all processes end with the model the checkpoint stores.
 """
 from __future__ import annotations
 
@@ -298,6 +299,11 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
                 write_checkpoint(iteration, also_numbered=True)
     bar.close()
     seconds = time.perf_counter() - began
+    if context.distributed:
+        # DDP keeps parameters identical, but batch-norm running statistics are updated by each process's last
+        # forward after DDP's broadcast; give every process rank 0's buffers, the ones the checkpoint stores
+        for buffer in _unwrap(model).buffers():
+            torch.distributed.broadcast(buffer, src=0)
     checkpoint_file = write_checkpoint(iteration, also_numbered=False)
     image_ids_per_rank = distributed.all_gather_objects(context, seen)
     result = TrainResult(history=history, iterations=iteration, seconds=seconds, run_dir=run_dir, checkpoint=checkpoint_file,
