@@ -213,7 +213,7 @@ def _anchor_location(centre: tuple[float, float], stride: float, offset: float, 
 def anchor_explorer_view(image: torch.Tensor, target: Mapping, stride: float = 16.0,
                          sizes: Sequence[float] = (32.0, 64.0, 128.0), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
                          offset: float = 0.0, pos_iou: float = 0.7, neg_iou: float = 0.3, focus: int | None = None,
-                         figsize: tuple[float, float] = (10.5, 4.8)) -> tuple[Figure, AnchorExplorerReport]:
+                         figsize: tuple[float, float] = (9.0, 4.1)) -> tuple[Figure, AnchorExplorerReport]:
     """One image (``Tensor[3, H, W]``) and its target (``boxes`` ``Tensor[N, 4]`` xyxy, ``area``, ``iscrowd``)
     matched against one anchor level (``stride``, ``sizes``, ``aspect_ratios`` as ``h / w``, centre ``offset``)
     by the RPN rule of :func:`sodlib.anchors.match_anchors` (positive at IoU ``>= pos_iou`` or best anchor of an
@@ -347,7 +347,7 @@ def plot_anchor_design(stride: float, iou_threshold: float, anchor_sizes: Sequen
     ax_band.axvline(s_min, color="tab:red", linewidth=1.0, linestyle="--", label=f"s_min = {s_min:.1f} px")
     for axis in (ax_band.xaxis, ax_band.yaxis, ax_iou.xaxis):
         _pixel_log_axis(axis)
-    ax_band.set_yticks(list(anchor_sizes), [f"{a:g}" for a in anchor_sizes], fontsize=7.5)
+    ax_band.set_yticks(list(anchor_sizes), [f"{a:.1f}" for a in anchor_sizes], fontsize=7.5)
     ax_band.set_xlim(*side_range)
     ax_band.set_xlabel("object side s (px)")
     ax_band.set_ylabel("anchor side a (px)")
