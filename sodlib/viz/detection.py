@@ -3,11 +3,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import matplotlib.patches as patches
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-__all__ = ["plot_loss_curves"]
+from sodlib.data.sizes import SIZE_BIN_COLORS, SIZE_BINS
+
+__all__ = ["plot_loss_curves", "precision_recall_by_bin", "plot_pr_curves", "plot_detection_errors"]
 
 _LOSS_LABELS = {"loss": "total", "loss_objectness": "RPN objectness", "loss_rpn_box_reg": "RPN box",
                 "loss_classifier": "classifier", "loss_box_reg": "box regression"}
@@ -41,5 +47,95 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], *, window: int = 20, 
     ax_lr.plot(steps, [h["lr"] for h in history], color="k", linewidth=1)
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("step")
+    figure.tight_layout()
+    return figure
+
+
+def precision_recall_by_bin(cocoeval, *, iou: float = 0.5, bins: Sequence[str] = ("small", "medium", "large")) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """``{bin: (recall [101], precision [101], AP)}`` from an accumulated ``COCOeval``
+    (:func:`sodlib.engine.run_cocoeval`) at one IoU threshold and 100 detections per image.
+
+    ``precision[j]`` is COCOeval's interpolated precision at recall ``j / 100``, averaged over the categories
+    that have objects in the bin (``-1`` entries left out); past the highest recall reached it is 0. AP is the
+    mean of the 101 values, as COCOeval computes ``AP50`` / ``APs`` (there per IoU threshold).
+    """
+    params = cocoeval.params
+    iou_index = np.where(np.isclose(params.iouThrs, iou))[0]
+    if len(iou_index) != 1:
+        raise ValueError(f"iou={iou} is not one of COCOeval's thresholds {list(np.round(params.iouThrs, 2))}")
+    curves = {}
+    for name in bins:
+        if name not in params.areaRngLbl:
+            raise ValueError(f"size bin {name!r} was not evaluated; known: {', '.join(params.areaRngLbl)}")
+        values = cocoeval.eval["precision"][iou_index[0], :, :, params.areaRngLbl.index(name), -1]  # [R, K]
+        valid = (values > -1).all(axis=0)
+        precision = values[:, valid].mean(axis=1) if valid.any() else np.full(len(params.recThrs), np.nan)
+        curves[name] = (np.asarray(params.recThrs), precision, float(np.mean(precision)) if valid.any() else -1.0)
+    return curves
+
+
+def plot_pr_curves(cocoeval, *, iou: float = 0.5, bins: Sequence[str] = ("all", "small", "medium", "large"),
+                   title: str | None = None, ax: Axes | None = None) -> Figure:
+    """Precision-recall curves per size bin at one IoU (see :func:`precision_recall_by_bin`), AP in the legend."""
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.2, 4.2))
+    for name, (recall, precision, ap) in precision_recall_by_bin(cocoeval, iou=iou, bins=bins).items():
+        color = SIZE_BIN_COLORS.get(name, "k")
+        ax.plot(recall, precision, color=color, linewidth=2.0 if name != "all" else 1.2,
+                linestyle="-" if name != "all" else "--", label=f"{name}: AP{int(round(iou * 100))} = {ap:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision (interpolated, mean over classes)")
+    ax.set_title(title or f"precision-recall per size bin, IoU {iou:.2f}")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_detection_errors(image: torch.Tensor, target: Mapping[str, torch.Tensor], prediction: Mapping[str, torch.Tensor], *,
+                          iou_threshold: float = 0.5, score_threshold: float = 0.5, category_names: Sequence[str] | None = None,
+                          title: str | None = None, ax: Axes | None = None) -> Figure:
+    """One image with its true positives (solid), false positives (dashed) and missed objects (dotted, with a
+    cross at the centre), each coloured by size bin (objects by their area, false positives by their box area).
+
+    ``image``: ``Tensor[3, H, W]`` in [0, 1]; ``target``: boxes / labels / area (/ iscrowd); ``prediction``:
+    boxes / labels / scores. Matching as :func:`sodlib.engine.errors.match_image`.
+    """
+    from sodlib.engine.errors import match_image
+
+    errors = match_image(prediction, target, iou_threshold=iou_threshold, score_threshold=score_threshold)
+    figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 6.4))
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+    boxes = prediction["boxes"].detach().cpu().reshape(-1, 4).tolist()
+    gt_boxes = target["boxes"].cpu().reshape(-1, 4).tolist()
+
+    def draw(box, color, style, label=None):
+        x1, y1, x2, y2 = box
+        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5, linestyle=style))
+        if label:
+            ax.text(x1, y1 - 1, label, color=color, fontsize=6, va="bottom")
+
+    def name_of(label: int) -> str:
+        return category_names[label] if category_names is not None and label < len(category_names) else str(label)
+
+    labels = prediction["labels"].detach().cpu().tolist()
+    scores = prediction["scores"].detach().cpu().tolist()
+    for d, g in zip(errors.true_positives.tolist(), errors.matched_objects.tolist()):
+        draw(boxes[d], SIZE_BIN_COLORS[errors.object_bins[g]], "solid", f"{name_of(labels[d])} {scores[d]:.2f}")
+    for d in errors.false_positives.tolist():
+        draw(boxes[d], SIZE_BIN_COLORS[errors.detection_bins[d]], "dashed", f"{name_of(labels[d])} {scores[d]:.2f}")
+    for g in errors.missed.tolist():
+        draw(gt_boxes[g], SIZE_BIN_COLORS[errors.object_bins[g]], "dotted")
+        x1, y1, x2, y2 = gt_boxes[g]
+        ax.plot([(x1 + x2) / 2], [(y1 + y2) / 2], marker="x", color=SIZE_BIN_COLORS[errors.object_bins[g]], markersize=4)
+    counts = errors.counts_by_bin()
+    summary = ", ".join(f"{n}: {c['tp']} TP / {c['fp']} FP / {c['missed']} missed" for n, c in counts.items())
+    handles = [Line2D([], [], color=SIZE_BIN_COLORS[n], linewidth=2, label=n) for n in SIZE_BINS]
+    handles += [Line2D([], [], color="k", linestyle=style, label=label)
+                for style, label in (("solid", "true positive"), ("dashed", "false positive"), ("dotted", "missed"))]
+    ax.legend(handles=handles, fontsize=7, loc="lower right", ncol=2, framealpha=0.8)
+    ax.set_title((title + "\n" if title else "") + summary, fontsize=7)
+    ax.set_axis_off()
     figure.tight_layout()
     return figure

@@ -1,0 +1,83 @@
+"""Named experiments too long for a notebook's test run: ``python -m sodlib experiment NAME``.
+
+Each trains and evaluates one or more run configurations from ``configs/`` (run folders under
+``runs/experiments/NAME/``) and writes ``notebooks/results/NAME.json``::
+
+    {"name", "description", "command", "seeds", "hardware", "started_utc", "duration_s",
+     "runs": {run: {"config", "iterations", "train_seconds", "metrics", "final_losses"}}}
+
+The notebooks show these tables beside a short live run and say which is which. ``--quick`` runs a few steps
+only (to check the pipeline; its numbers mean nothing) and writes ``NAME_quick.json``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sodlib.data.paths import CHECKOUT_DIR
+from sodlib.engine.runs import hardware_description, load_run_config, run_training
+
+__all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "configs_dir", "default_results_dir"]
+
+QUICK_OVERRIDES = {"iterations": 4, "batch_size": 2, "warmup_iterations": 2, "checkpoint_every": 0}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    description: str
+    runs: dict[str, str]  # run name -> config file name in configs/
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "fast_baseline": Experiment("the fast configuration (resnet_tiny, 384 px, about 3 minutes on 2 CPU cores) on the embedded data",
+                                {"fast": "fast.toml"}),
+    "full_baseline": Experiment("the full configuration (resnet_narrow, 512 px, a longer schedule) on the embedded data",
+                                {"full": "full.toml"}),
+}
+
+
+def configs_dir() -> Path:
+    """``configs/`` of the source checkout (``$SODLIB_CONFIGS`` overrides)."""
+    return Path(os.environ.get("SODLIB_CONFIGS", CHECKOUT_DIR / "configs"))
+
+
+def default_results_dir() -> Path:
+    """``notebooks/results/`` of the source checkout."""
+    return CHECKOUT_DIR / "notebooks" / "results"
+
+
+def run_experiment(name: str, *, quick: bool = False, results_dir: str | os.PathLike | None = None,
+                   runs_root: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
+    """Run experiment ``name`` and write its results json; returns the record (with its ``path``)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment {name!r} is unknown; known: {', '.join(EXPERIMENTS)} (python -m sodlib experiment list)")
+    experiment = EXPERIMENTS[name]
+    configs = {}
+    for run_name, file_name in experiment.runs.items():  # read and check every config before any work
+        config = load_run_config(configs_dir() / file_name)
+        if quick:
+            config["train"].update(QUICK_OVERRIDES)
+        configs[run_name] = config
+    tag = f"{name}_quick" if quick else name
+    runs_root = Path(runs_root) if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
+    started = time.perf_counter()
+    started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    runs = {}
+    for run_name, config in configs.items():
+        summary = run_training(config, runs_root / tag / run_name, command=command)
+        runs[run_name] = {k: summary.get(k) for k in ("config", "iterations", "train_seconds", "total_seconds", "metrics", "final_losses")}
+    record = {"name": name, "description": experiment.description, "quick": quick, "command": command,
+              "seeds": {run: config["train"].get("seed", 0) for run, config in configs.items()},
+              "hardware": hardware_description(), "started_utc": started_utc,
+              "duration_s": round(time.perf_counter() - started, 1), "runs": runs}
+    out = Path(results_dir) if results_dir is not None else default_results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{tag}.json"
+    path.write_text(json.dumps(record, indent=2))
+    record["path"] = str(path)
+    return record

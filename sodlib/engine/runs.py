@@ -1,0 +1,202 @@
+"""Run configurations (one file: ``[data]``, ``[model]``, ``[train]``, ``[evaluate]``) and run folders.
+
+A run configuration file (TOML or JSON)::
+
+    [data]                      # default: the embedded synthetic dataset
+    train = "embedded:train"    # or train_annotations = "...json", train_images = "dir/"
+    val = "embedded:val"        # or val_annotations / val_images; val = "none" to skip
+
+    [model]                     # arguments of sodlib.models.faster_rcnn (num_classes comes from the data)
+    backbone = "resnet_tiny"
+    min_size = 384
+
+    [train]                     # fields of sodlib.engine.TrainConfig
+    iterations = 420
+
+    [evaluate]
+    size_bins = { tiny = [0, 256] }
+
+A run folder (``runs/<name>`` by default) holds ``run_config.json`` (the whole configuration as run),
+``config.json`` (the training part), ``checkpoints/``, ``history.json``, ``metrics.json``,
+``detections_val.json`` (COCO results), ``figures/`` (loss curves, PR curves per size bin, error pictures)
+and ``summary.json`` (command, seeds, hardware, duration).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from sodlib.data.dataset import CocoDetection
+from sodlib.engine.config import TrainConfig, read_config_file
+
+__all__ = ["load_run_config", "apply_overrides", "datasets_from_config", "run_training", "hardware_description",
+           "write_error_figures"]
+
+SECTIONS = ("data", "model", "train", "evaluate")
+
+
+def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A run configuration from a file, with its sections checked (unknown sections are refused)."""
+    config = read_config_file(path)
+    return check_run_config(config, str(path))
+
+
+def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    config = copy.deepcopy(dict(config))
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {', '.join(unknown)}; sections are {', '.join(SECTIONS)}")
+    for section in SECTIONS:
+        config.setdefault(section, {})
+        if not isinstance(config[section], dict):
+            raise ValueError(f"{source}: [{section}] must be a table of settings")
+    if "num_classes" in config["model"]:
+        raise ValueError(f"{source}: [model] num_classes comes from the data; remove it")
+    TrainConfig.from_mapping(config["train"])  # validates before any work starts
+    unknown_eval = sorted(set(config["evaluate"]) - {"size_bins", "batch_size"})
+    if unknown_eval:
+        raise ValueError(f"{source}: [evaluate] has unknown key(s) {', '.join(unknown_eval)}; known: size_bins, batch_size")
+    return config
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "model.min_size=256"]`` applied to a copy (values parsed as JSON, else strings)."""
+    config = copy.deepcopy(dict(config))
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in SECTIONS or not name:
+            raise ValueError(f"--set {override!r}: use SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}, e.g. train.lr=0.01")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        config.setdefault(section, {})[name] = value
+    return check_run_config(config, "--set")
+
+
+def _dataset(data: Mapping[str, Any], split: str) -> CocoDetection | None:
+    from sodlib.data.synthetic import embedded_dataset
+
+    annotations, images = data.get(f"{split}_annotations"), data.get(f"{split}_images")
+    if annotations is not None or images is not None:
+        if annotations is None or images is None:
+            raise ValueError(f"[data] needs both {split}_annotations and {split}_images (or neither)")
+        return CocoDetection(annotations, images)
+    source = data.get(split, f"embedded:{split}")
+    if source == "none":
+        return None
+    if not isinstance(source, str) or not source.startswith("embedded:") or source.split(":", 1)[1] not in ("train", "val"):
+        raise ValueError(f"[data] {split}={source!r}: use 'embedded:train', 'embedded:val', 'none', "
+                         f"or give {split}_annotations and {split}_images")
+    return CocoDetection(*embedded_dataset(source.split(":", 1)[1]))
+
+
+def datasets_from_config(config: Mapping[str, Any]) -> tuple[CocoDetection, CocoDetection | None]:
+    """The training and validation datasets of a run configuration's ``[data]`` table."""
+    data = config.get("data", {})
+    unknown = sorted(set(data) - {"train", "val", "train_annotations", "train_images", "val_annotations", "val_images"})
+    if unknown:
+        raise ValueError(f"[data] has unknown key(s) {', '.join(unknown)}")
+    train_set = _dataset(data, "train")
+    if train_set is None:
+        raise ValueError("[data] train='none': a training run needs training data")
+    return train_set, _dataset(data, "val")
+
+
+def hardware_description() -> dict[str, Any]:
+    """Where a run ran: CPU / GPU, thread count, load, versions."""
+    description = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                   "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+                   "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import torchvision
+
+        description["torchvision"] = torchvision.__version__
+        description["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except (ImportError, OSError):
+        pass
+    return description
+
+
+def write_error_figures(model: torch.nn.Module, dataset: CocoDetection, results: list[dict], figures_dir: Path,
+                        size_bins: Mapping[str, tuple[float, float]] | None = None, examples: int = 2) -> list[Path]:
+    """PR curves per size bin (from the COCO results) and the TP / FP / miss pictures of the first images."""
+    import matplotlib.pyplot as plt
+
+    from sodlib.engine.coco_eval import run_cocoeval
+    from sodlib.engine.evaluate import predict
+    from sodlib.viz.detection import plot_detection_errors, plot_pr_curves
+
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    cocoeval = run_cocoeval(dataset.coco, results, size_bins=size_bins, image_ids=dataset.image_ids)
+    for iou in (0.5, 0.75):
+        figure = plot_pr_curves(cocoeval, iou=iou)
+        path = figures_dir / f"pr_curves_iou{int(iou * 100)}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    subset = torch.utils.data.Subset(dataset, list(range(min(examples, len(dataset)))))
+    subset.coco, subset.image_ids, subset.label_to_category_id = dataset.coco, dataset.image_ids[:examples], dataset.label_to_category_id
+    for index, prediction in enumerate(predict(model, subset)):
+        image, target = dataset[index]
+        figure = plot_detection_errors(image, target, prediction, category_names=dataset.category_names,
+                                       title=f"image {target['image_id']}")
+        path = figures_dir / f"errors_image{target['image_id']}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resume: bool = False,
+                 command: str | None = None) -> dict[str, Any]:
+    """Train and evaluate one run configuration into ``run_dir``; returns the summary also written to
+    ``summary.json`` (metrics, training seconds, seeds, hardware, command). Under ``torchrun`` every process
+    calls this; rank 0 writes the files."""
+    from sodlib.engine.train import train
+    from sodlib.models import faster_rcnn
+
+    config = check_run_config(config)
+    run_dir = Path(run_dir)
+    train_set, val_set = datasets_from_config(config)
+    train_values = dict(config["train"], run_dir=str(run_dir))
+    if resume:
+        train_values["resume"] = True
+    size_bins = config["evaluate"].get("size_bins", {})
+    train_values.setdefault("size_bins", size_bins)
+    train_config = TrainConfig.from_mapping(train_values)
+    if train_config.num_threads is not None:
+        torch.set_num_threads(train_config.num_threads)
+    torch.manual_seed(train_config.seed)  # the model's initialisation
+    model = faster_rcnn(train_set.num_classes, **config["model"])
+    started = time.perf_counter()
+    result = train(model, train_set, val_set, train_config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}
+    summary = {"command": command, "config": config, "seed": train_config.seed, "iterations": result.iterations,
+               "train_seconds": round(result.seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
+               "hardware": hardware_description(), "metrics": result.metrics,
+               "world_size": int(os.environ.get("WORLD_SIZE", "1")), "final_losses": _final_losses(result.history)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_config.json").write_text(json.dumps(config, indent=2))
+    if val_set is not None and (run_dir / "detections_val.json").is_file():
+        results = json.loads((run_dir / "detections_val.json").read_text())
+        write_error_figures(model, val_set, results, run_dir / "figures", size_bins or None)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _final_losses(history: list[dict[str, Any]], window: int = 20) -> dict[str, float]:
+    tail = history[-window:]
+    keys = [k for k in (tail[0] if tail else {}) if k.startswith("loss")]
+    return {k: round(sum(row[k] for row in tail) / len(tail), 4) for k in keys}
