@@ -61,7 +61,7 @@ def draw_copy_paste(axes: Sequence[Axes], image: torch.Tensor, target: Mapping, 
 
 
 def plot_copy_paste(examples: Sequence[tuple[torch.Tensor, Mapping, torch.Tensor, Mapping, Sequence[int]]], *,
-                    closeups: int = 4, size: float = 3.6, title: str | None = None) -> Figure:
+                    closeups: int = 4, size: float = 3.0, title: str | None = None) -> Figure:
     """One row per example ``(image, target, out_image, out_target, sources)``: before, after, close-ups."""
     if not examples:
         raise ValueError("examples is empty; pass at least one (image, target, out_image, out_target, sources)")
