@@ -256,6 +256,15 @@ def test_probability_sets_the_share_of_augmented_images():
     assert half.counts.images == 400 and 160 <= half.counts.images_augmented <= 240
 
 
+def test_masks_can_be_dropped_after_pasting_for_box_only_detectors():
+    image, target = _one_hole_scene(hole=14)
+    for probability in (0.0, 1.0):
+        out_image, out_target = SmallObjectCopyPaste("one", 1, probability=probability, return_masks=False,
+                                                     seed=0)(image, target)
+        assert "masks" not in out_target and "masks" in target
+        assert len(out_target["boxes"]) == 2 + int(probability == 1.0)
+
+
 def test_works_inside_a_dataset_and_dataloader_workers_draw_differently():
     annotations, images = embedded_dataset("train")
     transform = SmallObjectCopyPaste("all", 1, seed=2)
@@ -281,6 +290,7 @@ def test_works_inside_a_dataset_and_dataloader_workers_draw_differently():
     ({"seed": 1, "generator": np.random.default_rng(0)}, "either seed or generator"),
     ({"generator": 3}, "generator must be"),
     ({"seed": -1}, "seed=-1"),
+    ({"return_masks": "no"}, "return_masks='no'"),
 ])
 def test_bad_arguments_are_refused_at_construction(arguments, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -333,6 +333,8 @@ class SmallObjectCopyPaste:
             small_area_max, placement_tries: see :class:`CopyPasteSettings`.
         probability: chance that an image is augmented (``1.0``: always, the paper's "aug"; ``0.5`` with 2x
             oversampling: the paper's "original + aug").
+        return_masks: keep ``target["masks"]`` in the output; ``False`` drops them after pasting, for box-only
+            detectors (Faster R-CNN) that would otherwise resize them for nothing.
         seed: an integer seed for the transform's own ``numpy.random.Generator``.
         generator: a ``numpy.random.Generator`` to draw from, or a ``torch.Generator`` that seeds one.
 
@@ -348,8 +350,8 @@ class SmallObjectCopyPaste:
     def __init__(self, strategy: Strategy = "all", count: int = 1, *, probability: float = 1.0,
                  scale_range: tuple[float, float] = (0.8, 1.2), max_rotation_degrees: float = 15.0,
                  border_margin: int = 5, allow_overlap: bool = False, edge_blur: int | None = None,
-                 small_area_max: float = SMALL_AREA_MAX, placement_tries: int = 30, seed: int | None = None,
-                 generator: np.random.Generator | torch.Generator | None = None):
+                 small_area_max: float = SMALL_AREA_MAX, placement_tries: int = 30, return_masks: bool = True,
+                 seed: int | None = None, generator: np.random.Generator | torch.Generator | None = None):
         self.settings = CopyPasteSettings(strategy=strategy, count=count, scale_range=scale_range,
                                           max_rotation_degrees=max_rotation_degrees, border_margin=border_margin,
                                           allow_overlap=allow_overlap, edge_blur=edge_blur,
@@ -358,6 +360,9 @@ class SmallObjectCopyPaste:
             raise ValueError(f"probability={probability!r} must be in [0, 1] (1.0: augment every image; 0.5 with "
                              "2x oversampling: the paper's original + augmented setting)")
         self.probability = float(probability)
+        if not isinstance(return_masks, bool):
+            raise ValueError(f"return_masks={return_masks!r} must be True or False")
+        self.return_masks = return_masks
         if seed is not None and generator is not None:
             raise ValueError("pass either seed or generator, not both")
         if seed is not None and (not _is_int(seed) or seed < 0):
@@ -387,14 +392,20 @@ class SmallObjectCopyPaste:
         self.last_sources = np.zeros(0, dtype=np.int64)
         if rng.random() >= self.probability:
             self.counts += PasteCounts(images=1)
-            return image, target
+            return image, self._output_target(target)
         result = copy_paste_small_objects(image, target, rng, self.settings)
         self.counts += result.counts
         self.last_sources = result.sources
-        return result.image, result.target
+        return result.image, self._output_target(result.target)
+
+    def _output_target(self, target: Target) -> Target:
+        if self.return_masks:
+            return target
+        return {key: value for key, value in target.items() if key != "masks"}
 
     def __repr__(self) -> str:
         s = self.settings
         return (f"SmallObjectCopyPaste(strategy={s.strategy!r}, count={s.count}, probability={self.probability}, "
                 f"scale_range={s.scale_range}, max_rotation_degrees={s.max_rotation_degrees}, "
-                f"border_margin={s.border_margin}, allow_overlap={s.allow_overlap}, edge_blur={s.edge_blur})")
+                f"border_margin={s.border_margin}, allow_overlap={s.allow_overlap}, edge_blur={s.edge_blur}, "
+                f"return_masks={self.return_masks})")
