@@ -60,7 +60,10 @@ def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[
             raise ValueError(f"{source}: [{section}] must be a table of settings")
     if "num_classes" in config["model"]:
         raise ValueError(f"{source}: [model] num_classes comes from the data; remove it")
-    TrainConfig.from_mapping(config["train"])  # validates before any work starts
+    for key in ("run_dir", "resume"):
+        if key in config["train"]:
+            raise ValueError(f"{source}: [train] {key} is set by the command (--run-dir, --resume), not in the file; remove it")
+    TrainConfig.from_mapping({**config["train"], "run_dir": "<run folder>"})  # validates before any work starts
     unknown_eval = sorted(set(config["evaluate"]) - {"size_bins", "batch_size"})
     if unknown_eval:
         raise ValueError(f"{source}: [evaluate] has unknown key(s) {', '.join(unknown_eval)}; known: size_bins, batch_size")

@@ -1,0 +1,135 @@
+"""python -m sodlib train / evaluate / experiment, run folders, and the shipped configs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sodlib.cli import main
+from sodlib.data import generate_synthetic_coco
+from sodlib.data.paths import CHECKOUT_DIR
+from sodlib.engine.runs import apply_overrides, datasets_from_config, load_run_config
+
+CONFIG = """
+[data]
+train_annotations = "{annotations}"
+train_images = "{images}"
+val_annotations = "{annotations}"
+val_images = "{images}"
+
+[model]
+backbone = "resnet_tiny"
+fpn_channels = 16
+representation_size = 32
+min_size = 64
+max_size = 64
+anchor_sizes = [[8.0], [16.0], [32.0], [64.0], [128.0]]
+box_batch_size_per_image = 32
+rpn_pre_nms_top_n_train = 100
+rpn_post_nms_top_n_train = 50
+
+[train]
+iterations = 2
+batch_size = 2
+warmup_iterations = 1
+progress = false
+num_threads = 1
+seed = 1
+
+[evaluate]
+size_bins = {{ tiny = [0.0, 64.0] }}
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("commands")
+    annotations = generate_synthetic_coco(root / "data", 6, seed=4, image_size=96, workers=1, progress=False)
+    path = root / "tiny.toml"
+    path.write_text(CONFIG.format(annotations=annotations, images=root / "data" / "train"))
+    return path
+
+
+def test_train_then_evaluate_from_the_shell(config_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--set", "train.lr=0.005"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 2 steps" in out and "AP50" in out and "AP_tiny" in out
+    for name in ("run_config.json", "config.json", "summary.json", "metrics.json", "history.json", "detections_val.json",
+                 "checkpoints/last.pt", "figures/loss_curves.png", "figures/pr_curves_iou50.png", "figures/pr_curves_iou75.png",
+                 "figures/errors_image1.png"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["train"]["lr"] == 0.005 and summary["seed"] == 1 and summary["hardware"]["cpu_count"] >= 1
+    assert summary["command"].startswith("python -m sodlib")
+
+    assert main(["evaluate", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--annotations",
+                 json.loads((run_dir / "run_config.json").read_text())["data"]["val_annotations"], "--images",
+                 json.loads((run_dir / "run_config.json").read_text())["data"]["val_images"], "--size-bin", "tiny=0,64",
+                 "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert {k: evaluated[k] for k in ("AP", "AP50", "APs", "AP_tiny")} == {k: trained[k] for k in ("AP", "AP50", "APs", "AP_tiny")}
+    assert "AP_tiny" in capsys.readouterr().out
+
+    # a second train into the same folder needs --resume or --overwrite
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--resume", "--set", "train.lr=0.005"]) == 0
+
+
+def test_bad_command_inputs_are_refused(config_file, tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", str(config_file), "--set", "lr=0.1"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "--config", str(config_file), "--set", "train.optimizer=adam", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "optimizer='adam'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before any work
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--size-bin", "tiny"]) == 2
+    assert "NAME=LO,HI" in capsys.readouterr().err
+    assert main(["experiment", "no_such_experiment"]) == 2
+    assert "fast_baseline" in capsys.readouterr().err
+
+
+def test_experiment_writes_its_results_json(config_file, tmp_path, monkeypatch, capsys):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "fast.toml").write_text(config_file.read_text())
+    monkeypatch.setenv("SODLIB_CONFIGS", str(configs))
+    from sodlib.engine.experiments import run_experiment
+
+    record = run_experiment("fast_baseline", quick=True, results_dir=tmp_path / "results", runs_root=tmp_path / "runs",
+                            command="test")
+    written = json.loads((tmp_path / "results" / "fast_baseline_quick.json").read_text())
+    assert written["quick"] is True and written["seeds"] == {"fast": 1} and written["command"] == "test"
+    assert written["runs"]["fast"]["iterations"] == 4 and "AP50" in written["runs"]["fast"]["metrics"]
+    assert written["duration_s"] > 0 and record["path"].endswith("fast_baseline_quick.json")
+    assert main(["experiment", "list"]) == 0
+    assert "full_baseline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["fast.toml", "full.toml"])
+def test_shipped_configs_are_valid_and_build_their_model(name):
+    from sodlib.models import faster_rcnn
+
+    config = load_run_config(CHECKOUT_DIR / "configs" / name)
+    model = faster_rcnn(7, **config["model"])
+    assert model.transform.min_size == (config["model"]["min_size"],)
+    assert apply_overrides(config, ["train.iterations=3"])["train"]["iterations"] == 3
+    assert config["data"] == {"train": "embedded:train", "val": "embedded:val"}
+    with pytest.raises(ValueError, match="unknown section"):
+        apply_overrides({**config, "trian": {}}, [])
+    with pytest.raises(ValueError, match="\\[data\\] train='mine'"):
+        datasets_from_config({"data": {"train": "mine"}})
