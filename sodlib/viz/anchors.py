@@ -162,7 +162,7 @@ def iou_explorer_view(object_side: float, anchor_side: float, offset: float, iou
     ax_min.bar_label(bars, fmt="%.1f", fontsize=7.5)
     ax_min.axhline(s, color="tab:red", linewidth=1.2, label=f"this object, {s:g} px")
     ax_min.set_xticks(positions, [f"{S:g}" for S in strides])
-    ax_min.set_yscale("log", base=2)
+    _pixel_log_axis(ax_min.yaxis)
     ax_min.set_xlabel("stride S (px)")
     ax_min.set_ylabel("smallest matchable side (px)")
     ax_min.set_title(f"s_min at t = {t:g} (green: this object is matchable)", fontsize=10)

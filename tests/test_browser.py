@@ -1,0 +1,209 @@
+"""End to end in a real browser: JupyterLab serves notebook 02, headless Chromium runs it, a slider moves the figure.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``; ``.ci/run``
+installs them) and the ``selenium`` package of the test extra; skipped cleanly without them. The notebook is
+copied to a temporary folder and served from there, so the browser's run never touches the committed file. A
+screenshot of the explorer after the slider moved is written to ``runs/screenshots/`` (git-ignored).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+NOTEBOOK = "02_anchor_sizes.ipynb"
+SCREENSHOTS = ROOT / "runs" / "screenshots"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1400,1000"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                       reason="no headless browser: install Debian's chromium and chromium-driver (.ci/run does)"),
+]
+
+
+def load_lab_script():
+    """``scripts/lab.py`` as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("sodlib_lab_script", ROOT / "scripts" / "lab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll ``condition()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    """JupyterLab serving a copy of notebook 02 (kernel in the fast setting, inline figures); yields (url, token)."""
+    lab_script = load_lab_script()
+    served = tmp_path / "notebooks"
+    served.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, served / NOTEBOOK)
+    monkeypatch.setattr(lab_script, "NOTEBOOK_DIR", served)
+    monkeypatch.setenv("SODLIB_FAST", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
+    port, token = lab_script.free_port(), secrets.token_hex(16)
+    server = lab_script.start_lab(port, token)
+    try:
+        assert NOTEBOOK in lab_script.listed_notebooks(port, token, server=server)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except Exception:
+            server.kill()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def run_menu_command(driver, menu: str, commands: tuple[str, ...]) -> None:
+    """Open the JupyterLab menu titled ``menu`` and click the first item bound to one of ``commands``
+    (JupyterLab 4 binds its menus to ``editmenu:*`` / ``runmenu:*`` commands, notebooks to ``notebook:*``)."""
+    from selenium.webdriver.common.by import By
+
+    items = driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+    next(item for item in items if item.text.strip() == menu).click()
+    selector = ", ".join(f".lm-Menu-item[data-command='{c}']" for c in commands)
+    entry = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, selector), 20, f"one of the menu items {commands} in {menu}")
+    entry[0].click()
+
+
+def explorer_images(driver) -> list:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, ".widget-output img")
+
+
+def image_source(driver, index: int) -> str:
+    """The ``src`` (a data URL) of the ``index``-th explorer figure, found afresh (a redraw replaces the element)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(10):
+        images = explorer_images(driver)
+        if len(images) <= index:
+            return ""
+        try:
+            return images[index].get_attribute("src") or ""
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    return ""
+
+
+def image_digest(driver, index: int) -> str:
+    return hashlib.sha256(image_source(driver, index).encode()).hexdigest()
+
+
+def settled_digest(driver, index: int, quiet: float = 2.0, timeout: float = 60.0) -> str:
+    """The figure's digest once it has not changed for ``quiet`` seconds (each key press may redraw it)."""
+    deadline = time.monotonic() + timeout
+    last, since = image_digest(driver, index), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = image_digest(driver, index)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"explorer figure {index} kept changing for {timeout:.0f} s")
+
+
+def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(lab, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, token = lab
+    browser.get(f"{url}/lab/tree/{NOTEBOOK}?token={token}&reset")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell"), 120, "the notebook to open")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+             or browser.find_elements(By.XPATH, "//*[contains(@class,'jp-Toolbar')]//*[contains(text(),'Idle')]"), 120,
+             "the kernel to start", interval=1.0)
+    run_menu_command(browser, "Edit", ("editmenu:clear-all", "notebook:clear-all-cell-outputs"))
+    wait_for(lambda: not explorer_images(browser), 30, "the stored outputs to clear")
+    run_menu_command(browser, "Run", ("runmenu:run-all", "notebook:run-all-cells"))
+
+    def both_explorers_drawn():
+        busy = [p for p in browser.find_elements(By.CSS_SELECTOR, ".jp-InputArea-prompt") if "*" in p.text]
+        return len(explorer_images(browser)) >= 2 and not busy
+
+    wait_for(both_explorers_drawn, 300, "the notebook to run and both explorers to draw", interval=2.0)
+    errors = browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText")
+    tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
+    assert not tracebacks, tracebacks[0][-2000:]
+
+    # the IoU explorer is the first explorer: move its offset slider with the keyboard
+    before = settled_digest(browser, 0)
+    sliders = browser.find_elements(By.CSS_SELECTOR, ".widget-slider")
+    offset = next(s for s in sliders if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith("offset d"))
+    readout_before = offset.find_element(By.CSS_SELECTOR, ".widget-readout").text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", offset)
+    handle = offset.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    for _ in range(4):
+        handle.send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: offset.find_element(By.CSS_SELECTOR, ".widget-readout").text != readout_before, 30, "the slider to move")
+    wait_for(lambda: image_digest(browser, 0) != before, 60, "the figure to be redrawn after the slider moved")
+    after = settled_digest(browser, 0)
+    assert after != before
+    readout_after = offset.find_element(By.CSS_SELECTOR, ".widget-readout").text
+    assert float(readout_after) > float(readout_before)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
+    time.sleep(0.5)
+    path = SCREENSHOTS / "notebook02_iou_explorer.png"
+    assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    png = base64.b64decode(image_source(browser, 0).split(",", 1)[1])
+    (SCREENSHOTS / "notebook02_iou_explorer_figure.png").write_bytes(png)
+
+    # the anchor explorer (the second one): a finer stride redraws its figure too
+    before = settled_digest(browser, 1)
+    stride = next(s for s in browser.find_elements(By.CSS_SELECTOR, ".widget-slider")
+                  if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith("stride"))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", stride)
+    handle = stride.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    handle.send_keys(Keys.ARROW_LEFT)
+    wait_for(lambda: image_digest(browser, 1) != before, 60, "the anchor explorer to redraw after the stride moved")
+    settled_digest(browser, 1)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[1])
+    time.sleep(0.5)
+    assert browser.save_screenshot(str(SCREENSHOTS / "notebook02_anchor_explorer.png"))
