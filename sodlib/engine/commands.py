@@ -35,7 +35,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = apply_overrides(load_run_config(args.config), args.set)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume and not args.overwrite:
+    first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
+    if first_process and run_dir.exists() and any(run_dir.iterdir()) and not args.resume and not args.overwrite:
         raise ValueError(f"run folder {run_dir} already holds a run; fix: --resume to continue it, --overwrite to "
                          "start again in it, or --run-dir for a new one")
     summary = run_training(config, run_dir, resume=args.resume, command=_command_line())
