@@ -146,7 +146,7 @@ def settled_digest(driver, index: int, quiet: float = 2.0, timeout: float = 60.0
     raise AssertionError(f"explorer figure {index} kept changing for {timeout:.0f} s")
 
 
-def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(lab, browser):
+def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(browser, lab):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
