@@ -69,6 +69,8 @@ def _shade_bins(ax, top: float | None = None) -> None:
         ax.axvspan(lo, hi, color=SIZE_BIN_COLORS[name], alpha=0.07, zorder=0)
     for edge in (32.0, 96.0):
         ax.axvline(edge, color="0.3", linewidth=1.0, linestyle="--", zorder=1)
+        ax.text(edge, 0.02, f" {edge:g} px", transform=ax.get_xaxis_transform(), rotation=90, fontsize=7,
+                color="0.3", ha="right", va="bottom")
 
 
 def plot_side_histogram(sides: Mapping[str, Sequence[float] | np.ndarray], *, bins_per_octave: int = 4,
