@@ -110,10 +110,11 @@ def test_experiment_writes_its_results_json(config_file, tmp_path, monkeypatch, 
     monkeypatch.setenv("SODLIB_CONFIGS", str(configs))
     from sodlib.engine.experiments import run_experiment
 
-    record = run_experiment("fast_baseline", quick=True, results_dir=tmp_path / "results", runs_root=tmp_path / "runs",
-                            command="test")
+    record = run_experiment("fast_baseline", quick=True, overrides=["train.seed=2"], results_dir=tmp_path / "results",
+                            runs_root=tmp_path / "runs", command="test")
     written = json.loads((tmp_path / "results" / "fast_baseline_quick.json").read_text())
-    assert written["quick"] is True and written["seeds"] == {"fast": 1} and written["command"] == "test"
+    assert written["quick"] is True and written["seeds"] == {"fast": 2} and written["command"] == "test"
+    assert written["overrides"] == ["train.seed=2"]
     assert written["runs"]["fast"]["iterations"] == 4 and "AP50" in written["runs"]["fast"]["metrics"]
     assert written["duration_s"] > 0 and record["path"].endswith("fast_baseline_quick.json")
     assert main(["experiment", "list"]) == 0

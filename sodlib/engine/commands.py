@@ -105,7 +105,7 @@ def _experiment(args: argparse.Namespace) -> int:
         for name, experiment in EXPERIMENTS.items():
             print(f"{name:16s} {experiment.description}")
         return 0
-    record = run_experiment(args.name, quick=args.quick, results_dir=args.results_dir, command=_command_line())
+    record = run_experiment(args.name, quick=args.quick, overrides=args.set, results_dir=args.results_dir, command=_command_line())
     print(f"{args.name}: {record['duration_s']:.1f} s; written {record['path']}")
     for run_name, run in record["runs"].items():
         if run.get("metrics"):
@@ -139,5 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     experiment = subparsers.add_parser("experiment", help="run a named experiment; results json under notebooks/results/")
     experiment.add_argument("name", help="experiment name, or 'list'")
     experiment.add_argument("--quick", action="store_true", help="a few steps only (checks the pipeline, numbers meaningless)")
+    experiment.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                            help="override a setting of every run (written as NAME_custom.json)")
     experiment.add_argument("--results-dir", default=None, help="where the results json goes (default notebooks/results)")
     experiment.set_defaults(func=_experiment)

@@ -166,9 +166,6 @@ def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resum
     """Train and evaluate one run configuration into ``run_dir``; returns the summary also written to
     ``summary.json`` (metrics, training seconds, seeds, hardware, command). Under ``torchrun`` every process
     calls this; rank 0 writes the files."""
-    from sodlib.engine.train import train
-    from sodlib.models import faster_rcnn
-
     config = check_run_config(config)
     run_dir = Path(run_dir)
     train_set, val_set = datasets_from_config(config)
@@ -177,9 +174,23 @@ def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resum
         train_values["resume"] = True
     size_bins = config["evaluate"].get("size_bins", {})
     train_values.setdefault("size_bins", size_bins)
+    if "batch_size" in config["evaluate"]:
+        train_values["eval_batch_size"] = config["evaluate"]["batch_size"]
     train_config = TrainConfig.from_mapping(train_values)
+    threads = torch.get_num_threads()
     if train_config.num_threads is not None:
-        torch.set_num_threads(train_config.num_threads)
+        torch.set_num_threads(train_config.num_threads)  # for evaluation and figures too; restored at the end
+    try:
+        return _train_and_report(config, run_dir, train_set, val_set, train_config, size_bins, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_report(config: dict[str, Any], run_dir: Path, train_set: CocoDetection, val_set: CocoDetection | None,
+                      train_config: TrainConfig, size_bins: Mapping[str, tuple[float, float]], command: str | None) -> dict[str, Any]:
+    from sodlib.engine.train import train
+    from sodlib.models import faster_rcnn
+
     torch.manual_seed(train_config.seed)  # the model's initialisation
     model = faster_rcnn(train_set.num_classes, **config["model"])
     started = time.perf_counter()

@@ -189,9 +189,13 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None,
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_mapping(config or {})
     context = distributed.setup(config.device)
+    threads = torch.get_num_threads()
     try:
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
         return _train(model, train_set, val_set, config, context)
     finally:
+        torch.set_num_threads(threads)
         distributed.teardown(context)
 
 
@@ -199,8 +203,6 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
            context: distributed.DistributedContext) -> TrainResult:
     steps_per_epoch = _check_inputs(model, train_set, context.world_size, config)
     total = config.iterations or config.epochs * steps_per_epoch
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     run_dir = Path(config.run_dir) if config.run_dir is not None else None
     resume_path = _checkpoint_path(run_dir, config)
     model.to(context.device)
