@@ -14,6 +14,15 @@ from sodlib.models import (BACKBONES, PretrainedWeightsUnavailable, SodlibAnchor
 SIZES = ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread per test process (pytest-xdist runs two on two cores; oversubscribed OpenMP threads spin)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _targets(n: int) -> list[dict]:
     return [{"boxes": torch.tensor([[4.0, 6.0, 20.0, 30.0], [40.0, 40.0, 90.0, 80.0]]), "labels": torch.tensor([1, 2])}
             for _ in range(n)]

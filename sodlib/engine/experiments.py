@@ -3,8 +3,11 @@
 Each trains and evaluates one or more run configurations from ``configs/`` (run folders under
 ``runs/experiments/NAME/``) and writes ``notebooks/results/NAME.json``::
 
-    {"name", "description", "command", "seeds", "hardware", "started_utc", "duration_s",
-     "runs": {run: {"config", "iterations", "train_seconds", "metrics", "final_losses"}}}
+    {"name", "description", "command", "seeds", "hardware", "load_average_before", "started_utc", "duration_s",
+     "runs": {run: {"config", "iterations", "train_seconds", "metrics", "final_losses", "hardware"}}}
+
+(``hardware`` of a run is taken in the run's own thread setting; the 1, 5 and 15 minute load averages
+before and after tell how much of the machine other work took.)
 
 The notebooks show these tables beside a short live run and say which is which. ``--quick`` runs a few steps
 only (to check the pipeline; its numbers mean nothing) and writes ``NAME_quick.json``; ``--set SECTION.KEY=VALUE``
@@ -71,15 +74,18 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
         configs[run_name] = config
     tag = f"{name}_quick" if quick else f"{name}_custom" if overrides else name
     runs_root = Path(runs_root) if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
+    hardware_before = hardware_description()
     started = time.perf_counter()
     started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     runs = {}
     for run_name, config in configs.items():
         summary = run_training(config, runs_root / tag / run_name, command=command)
-        runs[run_name] = {k: summary.get(k) for k in ("config", "iterations", "train_seconds", "total_seconds", "metrics", "final_losses")}
+        runs[run_name] = {k: summary.get(k) for k in ("config", "iterations", "train_seconds", "total_seconds", "metrics",
+                                                      "final_losses", "hardware")}
     record = {"name": name, "description": experiment.description, "quick": quick, "overrides": list(overrides or []), "command": command,
               "seeds": {run: config["train"].get("seed", 0) for run, config in configs.items()},
-              "hardware": hardware_description(), "started_utc": started_utc,
+              "hardware": hardware_description(), "load_average_before": hardware_before.get("load_average"),
+              "started_utc": started_utc,
               "duration_s": round(time.perf_counter() - started, 1), "runs": runs}
     out = Path(results_dir) if results_dir is not None else default_results_dir()
     out.mkdir(parents=True, exist_ok=True)
