@@ -67,8 +67,9 @@ def test_train_then_evaluate_from_the_shell(config_file, tmp_path, capsys):
     assert "trained 2 steps" in out and "AP50" in out and "AP_tiny" in out
     for name in ("run_config.json", "config.json", "summary.json", "metrics.json", "history.json", "detections_val.json",
                  "checkpoints/last.pt", "figures/loss_curves.png", "figures/pr_curves_iou50.png", "figures/pr_curves_iou75.png",
-                 "figures/errors_image1.png"):
+                 ):
         assert (run_dir / name).is_file(), name
+    assert len(list((run_dir / "figures").glob("errors_image*.png"))) == 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["train"]["lr"] == 0.005 and summary["seed"] == 1 and summary["hardware"]["cpu_count"] >= 1
     assert summary["command"].startswith("python -m sodlib")

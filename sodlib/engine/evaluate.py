@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from sodlib.data.dataset import CocoDetection, detection_collate
 from sodlib.engine.coco_eval import coco_results, evaluate_results
 
-__all__ = ["predict", "evaluate"]
+__all__ = ["predict", "predict_one", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,20 @@ def predict(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, de
     finally:
         model.train(was_training)
     return predictions
+
+
+@torch.no_grad()
+def predict_one(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Detections of one image ``Tensor[3, H, W]``: ``boxes Tensor[D, 4]``, ``labels``, ``scores`` (on the CPU)."""
+    model = _unwrap(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        output = model([image.to(device)])[0]
+    finally:
+        model.train(was_training)
+    return {k: v.detach().cpu() for k, v in output.items()}
 
 
 def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, tuple[float, float]] | None = None, *,

@@ -132,11 +132,12 @@ def hardware_description() -> dict[str, Any]:
 
 def write_error_figures(model: torch.nn.Module, dataset: CocoDetection, results: list[dict], figures_dir: Path,
                         size_bins: Mapping[str, tuple[float, float]] | None = None, examples: int = 2) -> list[Path]:
-    """PR curves per size bin (from the COCO results) and the TP / FP / miss pictures of the first images."""
+    """PR curves per size bin (from the COCO results) and the TP / FP / miss pictures of the ``examples`` images
+    that hold the most objects."""
     import matplotlib.pyplot as plt
 
     from sodlib.engine.coco_eval import run_cocoeval
-    from sodlib.engine.evaluate import predict
+    from sodlib.engine.evaluate import predict_one
     from sodlib.viz.detection import plot_detection_errors, plot_pr_curves
 
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -148,10 +149,11 @@ def write_error_figures(model: torch.nn.Module, dataset: CocoDetection, results:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
-    subset = torch.utils.data.Subset(dataset, list(range(min(examples, len(dataset)))))
-    subset.coco, subset.image_ids, subset.label_to_category_id = dataset.coco, dataset.image_ids[:examples], dataset.label_to_category_id
-    for index, prediction in enumerate(predict(model, subset)):
+    # the images with the most objects show the most of what goes right and wrong
+    busiest = sorted(range(len(dataset)), key=lambda i: (-len(dataset.annotations_of(i)), i))[:examples]
+    for index in busiest:
         image, target = dataset[index]
+        prediction = predict_one(model, image)
         figure = plot_detection_errors(image, target, prediction, category_names=dataset.category_names,
                                        title=f"image {target['image_id']}")
         path = figures_dir / f"errors_image{target['image_id']}.png"
