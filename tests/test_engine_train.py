@@ -106,6 +106,19 @@ def test_one_epoch_visits_each_image_once_and_flips_are_seeded(tiny_set):
     torch.testing.assert_close(flipped_target["boxes"], expected)
 
 
+def test_crowd_regions_are_left_out_of_training_targets():
+    from sodlib.engine.train import without_crowd
+
+    target = {"boxes": torch.tensor([[0.0, 0, 4, 4], [1, 1, 9, 9], [2, 2, 3, 3]]), "labels": torch.tensor([1, 2, 3]),
+              "area": torch.tensor([16.0, 64, 1]), "iscrowd": torch.tensor([0, 1, 0]), "masks": torch.zeros(3, 10, 10, dtype=torch.uint8),
+              "image_id": 7}
+    kept = without_crowd(target)
+    assert kept["labels"].tolist() == [1, 3] and kept["boxes"].shape == (2, 4) and kept["masks"].shape == (2, 10, 10)
+    assert kept["iscrowd"].tolist() == [0, 0] and kept["area"].tolist() == [16.0, 1.0] and kept["image_id"] == 7
+    no_crowd = {k: v for k, v in target.items() if k != "iscrowd"}
+    assert without_crowd(no_crowd)["labels"].tolist() == [1, 2, 3]
+
+
 def test_learning_rate_schedules():
     cosine = TrainConfig(warmup_iterations=10, warmup_factor=0.1, schedule="cosine", final_lr_factor=0.0)
     assert learning_rate_factor(0, 100, cosine) == pytest.approx(0.1)

@@ -7,6 +7,7 @@ run resumed from a checkpoint continues with exactly the losses it would have ha
   process's share of the shuffled indices (with ``W`` processes, process ``r`` gets every ``W``-th index from
   ``r``: disjoint shares); step ``i`` of epoch ``e = i // S`` reads the ``(i - e * S)``-th batch of it, so
   resuming at step ``i`` needs no saved loader state;
+- **crowd regions** are left out of the targets (:func:`without_crowd`), as COCOeval ignores them;
 - **augmentation** (horizontal flip with probability 1/2): drawn from ``numpy.random.default_rng([seed,
   epoch, index])``, independent of workers and of the order of reading;
 - **the model's own randomness** (the RPN's and the RoI head's sampling of positives and negatives) uses
@@ -41,7 +42,7 @@ from sodlib.engine import distributed
 from sodlib.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sodlib.engine.config import TrainConfig
 
-__all__ = ["TrainResult", "train", "learning_rate_factor", "HorizontalFlipView", "build_optimizer"]
+__all__ = ["TrainResult", "train", "learning_rate_factor", "HorizontalFlipView", "build_optimizer", "without_crowd"]
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,21 @@ def _check_resumable(checkpoint: Mapping[str, Any], config: TrainConfig, path: P
                        checkpoint.get("world_size", 1), world_size)
 
 
+def without_crowd(target: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` without its crowd regions (``iscrowd == 1``): every per-object entry (``boxes Tensor[N, 4]``,
+    ``labels``, ``area``, ``iscrowd``, ``masks``) keeps the rows with ``iscrowd == 0``.
+
+    A crowd region is one box around many instances; given to the detector as one object of its class it would
+    teach it to box whole clusters. COCOeval ignores detections on crowd regions, and training leaves them out.
+    """
+    if "iscrowd" not in target:
+        return dict(target)
+    keep = target["iscrowd"] == 0
+    if bool(keep.all()):
+        return dict(target)
+    return {k: (v[keep] if k in ("boxes", "labels", "area", "iscrowd", "masks") else v) for k, v in target.items()}
+
+
 def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device):
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
@@ -267,7 +283,7 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
             lr = config.lr * learning_rate_factor(iteration, total, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, targets = _to_device(images, targets, context.device)
+            images, targets = _to_device(images, [without_crowd(t) for t in targets], context.device)
             with torch.autocast(device_type=context.device.type, enabled=use_amp):
                 losses = ddp_model(images, targets)
             loss = sum(losses.values())
