@@ -114,6 +114,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``evaluate`` and ``experiment`` sub-commands."""
     train = subparsers.add_parser("train", help="train and evaluate a detector from a config file (works under torchrun)")
     train.add_argument("--config", required=True, help="run configuration (.toml or .json), e.g. configs/fast.toml")
     train.add_argument("--run-dir", default=None, help="run folder (default runs/<config name>)")

@@ -107,6 +107,7 @@ class TrainConfig:
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what ``config.json`` and checkpoints store)."""
         return dataclasses.asdict(self)
 
 

@@ -19,6 +19,9 @@ __all__ = ["DistributedContext", "setup", "teardown", "all_gather_objects", "mea
 
 @dataclass
 class DistributedContext:
+    """This process's place in the run: ``rank`` of ``world_size``, its device, and whether :func:`setup`
+    joined the process group (and so leaves it in :func:`teardown`)."""
+
     rank: int
     world_size: int
     local_rank: int

@@ -33,6 +33,8 @@ QUICK_OVERRIDES = {"iterations": 4, "batch_size": 2, "warmup_iterations": 2, "ch
 
 @dataclass(frozen=True)
 class Experiment:
+    """A named experiment: what it shows, and its runs (run name -> config file in ``configs/``)."""
+
     description: str
     runs: dict[str, str]  # run name -> config file name in configs/
 

@@ -50,6 +50,7 @@ def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """A copy of ``config`` with its four sections present and checked (``source`` names it in errors)."""
     config = copy.deepcopy(dict(config))
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:

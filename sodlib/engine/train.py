@@ -90,6 +90,7 @@ class HorizontalFlipView(Dataset):
         return len(self.dataset)
 
     def flips(self, index: int) -> bool:
+        """Whether item ``index`` is flipped in this epoch."""
         return self.enabled and bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5)
 
     def __getitem__(self, index: int):

@@ -89,6 +89,7 @@ class NarrowResNet(nn.Module):
                 nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``Tensor[B, 3, H, W]`` -> the last stage, ``Tensor[B, widths[3], H / 32, W / 32]``."""
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
