@@ -118,6 +118,11 @@ def test_experiment_writes_its_results_json(config_file, tmp_path, monkeypatch, 
     assert written["overrides"] == ["train.seed=2"]
     assert written["runs"]["fast"]["iterations"] == 4 and "AP50" in written["runs"]["fast"]["metrics"]
     assert written["duration_s"] > 0 and record["path"].endswith("fast_baseline_quick.json")
+    from sodlib.engine.experiments import load_experiment_results
+
+    assert load_experiment_results("fast_baseline_quick", tmp_path / "results") == written
+    with pytest.raises(FileNotFoundError, match="python -m sodlib experiment full_baseline"):
+        load_experiment_results("full_baseline", tmp_path / "results")
     assert main(["experiment", "list"]) == 0
     assert "full_baseline" in capsys.readouterr().out
 

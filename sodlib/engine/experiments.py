@@ -26,7 +26,7 @@ from typing import Any
 from sodlib.data.paths import CHECKOUT_DIR
 from sodlib.engine.runs import apply_overrides, hardware_description, load_run_config, run_training
 
-__all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "configs_dir", "default_results_dir"]
+__all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "load_experiment_results", "configs_dir", "default_results_dir"]
 
 QUICK_OVERRIDES = {"iterations": 4, "batch_size": 2, "warmup_iterations": 2, "checkpoint_every": 0}
 
@@ -95,3 +95,12 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     path.write_text(json.dumps(record, indent=2))
     record["path"] = str(path)
     return record
+
+
+def load_experiment_results(name: str, results_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The results json that ``python -m sodlib experiment NAME`` wrote (``NAME_quick`` / ``NAME_custom`` for
+    those runs), for a notebook to show beside its live run."""
+    path = (Path(results_dir) if results_dir is not None else default_results_dir()) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; fix: run `python -m sodlib experiment {name.removesuffix('_quick').removesuffix('_custom')}` first")
+    return json.loads(path.read_text())
