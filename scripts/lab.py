@@ -36,7 +36,9 @@ def port_is_free(port: int) -> bool:
 
 def start_lab(port: int, token: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               "--port-retries=0", f"--ServerApp.root_dir={NOTEBOOK_DIR}", f"--IdentityProvider.token={token}"]
+               "--port-retries=0", f"--ServerApp.root_dir={NOTEBOOK_DIR}", f"--IdentityProvider.token={token}",
+               # no network here: do not fetch announcements or look for updates
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
