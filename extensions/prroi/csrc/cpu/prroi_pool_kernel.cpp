@@ -60,6 +60,11 @@ class AxisTaps {
     }
   }
 
+  // multiply every weight by factor (the 1 / bin area of a mean)
+  void scale(T factor) {
+    for (T& weight : weight_) weight *= factor;
+  }
+
   Taps<T> operator[](int64_t b) const {
     return Taps<T>{first_[b], offset_[b + 1] - offset_[b], weight_.data() + offset_[b]};
   }
@@ -125,9 +130,10 @@ struct Shapes {
   }
 };
 
-// output[k, c, ph, pw] = sum over the bin's pixels of A_y(i) A_x(j) w[i][j] / bin area
+// PS-PrRoI forward: output[k, c, ph, pw] = sum over the bin's pixels of A_y(i) A_x(j) w[c'][i][j] / bin area,
+// c' = (c * kh + ph) * kw + pw. Every bin reads its own channels, so the work is per bin and channel.
 template <typename scalar_t, typename acc_t>
-void forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const Shapes& s, scalar_t* output) {
+void ps_forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const Shapes& s, scalar_t* output) {
   at::parallel_for(0, s.rois, grain(s.out_channels * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
     PlaneTaps<acc_t> bin;
@@ -156,7 +162,7 @@ void forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, const
 // Threads split the output channels: the input channels fed by different output channels are disjoint,
 // so no two threads write the same gradient.
 template <typename scalar_t, typename acc_t>
-void backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
+void ps_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                            acc_t* grad_input) {
   at::parallel_for(0, s.out_channels, grain(s.rois * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
@@ -183,7 +189,7 @@ void backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t
 // grad_rois[k] = (0, d/dx1, d/dy1, d/dx2, d/dy2) of sum(grad_output * output), one RoI per task:
 // each RoI's four sums are accumulated locally and written once.
 template <typename scalar_t, typename acc_t>
-void backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, const acc_t* rois,
+void ps_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, const acc_t* rois,
                           const scalar_t* output, acc_t scale, const Shapes& s, acc_t* grad_rois) {
   at::parallel_for(0, s.rois, grain(s.out_channels * s.bins()), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows, column_edges, row_edges;
@@ -236,6 +242,305 @@ void backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, co
   });
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Plain PrRoI pooling. Every bin of a RoI reads the same channels, so its integral is done in two passes
+// whose 1-D weights A_y, A_x are computed once per RoI:
+//
+//     strip[ph][x][c] = sum_i A_y(ph; i) / area * w[c][i][x]     (rows first, at every column x of the RoI)
+//     out[c][ph][pw]  = sum_j A_x(pw; j) * strip[ph][j][c]       (then each bin's few columns)
+//
+// Both passes run over channels innermost, kBlock channels at a time: the feature map is first copied
+// into blocks [N][C / kBlock][H][W][kBlock] (channels past C are 0), so that a row of a RoI is one
+// contiguous run of memory and the innermost loops have a fixed length the compiler vectorises.
+// The feature gradient is accumulated in the same blocked layout and copied back at the end.
+
+constexpr int64_t kBlock = 8;
+
+int64_t channel_blocks(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
+
+// blocks[n][b][y][x][c] = input[n][b * kBlock + c][y][x], 0 past the last channel
+template <typename scalar_t, typename acc_t>
+void to_blocks(const scalar_t* input, int64_t batch, int64_t channels, int64_t plane, acc_t* blocks) {
+  const int64_t per_image = channel_blocks(channels);
+  at::parallel_for(0, batch * per_image, grain(plane * kBlock), [&](int64_t begin, int64_t end) {
+    for (int64_t nb = begin; nb < end; ++nb) {
+      const int64_t n = nb / per_image, first_channel = (nb % per_image) * kBlock;
+      acc_t* dst = blocks + nb * plane * kBlock;
+      for (int64_t c = 0; c < kBlock; ++c) {
+        if (first_channel + c >= channels) {
+          for (int64_t p = 0; p < plane; ++p) dst[p * kBlock + c] = acc_t(0);
+          continue;
+        }
+        const scalar_t* src = input + (n * channels + first_channel + c) * plane;
+        for (int64_t p = 0; p < plane; ++p) dst[p * kBlock + c] = static_cast<acc_t>(src[p]);
+      }
+    }
+  });
+}
+
+// output[n][b * kBlock + c][y][x] = blocks[n][b][y][x][c]: the inverse of to_blocks
+template <typename acc_t>
+void from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64_t plane, acc_t* output) {
+  const int64_t per_image = channel_blocks(channels);
+  at::parallel_for(0, batch * per_image, grain(plane * kBlock), [&](int64_t begin, int64_t end) {
+    for (int64_t nb = begin; nb < end; ++nb) {
+      const int64_t n = nb / per_image, first_channel = (nb % per_image) * kBlock;
+      const acc_t* src = blocks + nb * plane * kBlock;
+      for (int64_t c = 0; c < kBlock && first_channel + c < channels; ++c) {
+        acc_t* dst = output + (n * channels + first_channel + c) * plane;
+        for (int64_t p = 0; p < plane; ++p) dst[p] = src[p * kBlock + c];
+      }
+    }
+  });
+}
+
+// The pixels any bin of a RoI touches: rows y0 .. y0 + rows - 1 and columns x0 .. x0 + cols - 1 of a
+// block of channels whose rows are row_stride values apart (data points at pixel (y0, x0)).
+template <typename T>
+struct Window {
+  T* data;
+  int64_t y0, x0, rows, cols, row_stride;
+};
+
+template <typename T, typename G>
+Window<T> roi_window(T* blocks, const G& g, int64_t block, const Shapes& s) {
+  // the RoI ends where its last bin ends, computed as in AxisTaps::fill_bins
+  const auto y_end = g.y1 + static_cast<decltype(g.y1)>(s.pooled_height) * g.bin_h;
+  const auto x_end = g.x1 + static_cast<decltype(g.x1)>(s.pooled_width) * g.bin_w;
+  Window<T> w;
+  w.y0 = first_pixel(g.y1);
+  w.x0 = first_pixel(g.x1);
+  w.rows = std::max<int64_t>(0, last_pixel(y_end, s.height) - w.y0 + 1);
+  w.cols = std::max<int64_t>(0, last_pixel(x_end, s.width) - w.x0 + 1);
+  w.row_stride = s.width * kBlock;
+  w.data = blocks + (((g.batch * channel_blocks(s.out_channels) + block) * s.height + w.y0) * s.width + w.x0) * kBlock;
+  return w;
+}
+
+// strip[x][c] = sum_i taps.weight[i] * window[taps.first + i][x][c], for every column x of the window:
+// one bin row integrated over y (or, with edge taps, interpolated along a horizontal line)
+template <typename T>
+void integrate_rows(const Window<const T>& w, Taps<T> taps, T* __restrict strip) {
+  const int64_t n = w.cols * kBlock;
+  std::fill(strip, strip + n, T(0));
+  for (int i = 0; i < taps.count; ++i) {
+    const T* __restrict row = w.data + (taps.first + i - w.y0) * w.row_stride;
+    const T weight = taps.weight[i];
+    for (int64_t t = 0; t < n; ++t) strip[t] += weight * row[t];
+  }
+}
+
+// strip[y][c] = sum_j taps.weight[j] * window[y][taps.first + j][c], for every row y of the window
+template <typename T>
+void integrate_columns(const Window<const T>& w, Taps<T> taps, T* __restrict strip) {
+  std::fill(strip, strip + w.rows * kBlock, T(0));
+  for (int64_t y = 0; y < w.rows; ++y)
+    for (int j = 0; j < taps.count; ++j) {
+      const T* pixel = w.data + y * w.row_stride + (taps.first + j - w.x0) * kBlock;
+      const T weight = taps.weight[j];
+      for (int64_t c = 0; c < kBlock; ++c) strip[y * kBlock + c] += weight * pixel[c];
+    }
+}
+
+// sum[c] = sum_j taps.weight[j] * strip[taps.first + j - origin][c]
+template <typename T>
+void combine(const T* __restrict strip, int64_t origin, Taps<T> taps, T* __restrict sum) {
+  T total[kBlock] = {};  // a local array the compiler keeps in registers
+  for (int j = 0; j < taps.count; ++j) {
+    const T* pixel = strip + (taps.first + j - origin) * kBlock;
+    const T weight = taps.weight[j];
+    for (int64_t c = 0; c < kBlock; ++c) total[c] += weight * pixel[c];
+  }
+  std::copy(total, total + kBlock, sum);
+}
+
+// the transposes of combine and integrate_rows, for the feature gradient:
+// strip[taps.first + j - origin][c] += taps.weight[j] * value[c]
+template <typename T>
+void spread(const T* __restrict value, int64_t origin, Taps<T> taps, T* __restrict strip) {
+  for (int j = 0; j < taps.count; ++j) {
+    T* __restrict pixel = strip + (taps.first + j - origin) * kBlock;
+    const T weight = taps.weight[j];
+    for (int64_t c = 0; c < kBlock; ++c) pixel[c] += weight * value[c];
+  }
+}
+
+// window[taps.first + i][x][c] += taps.weight[i] * strip[x][c]
+template <typename T>
+void spread_rows(const T* __restrict strip, Taps<T> taps, const Window<T>& w) {
+  const int64_t n = w.cols * kBlock;
+  for (int i = 0; i < taps.count; ++i) {
+    T* __restrict row = w.data + (taps.first + i - w.y0) * w.row_stride;
+    const T weight = taps.weight[i];
+    for (int64_t t = 0; t < n; ++t) row[t] += weight * strip[t];
+  }
+}
+
+// values[bin][c] = grad[c][bin] for the `channels` channels of a block, 0 past them: one RoI's gradient with
+// the channels innermost, like the map
+template <typename scalar_t, typename acc_t>
+void gather_bins(const scalar_t* grad, int64_t channels, int64_t bins, acc_t* values) {
+  std::fill(values, values + bins * kBlock, acc_t(0));
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t bin = 0; bin < bins; ++bin) values[bin * kBlock + c] = static_cast<acc_t>(grad[c * bins + bin]);
+}
+
+template <typename T>
+T dot(const T* a, const T* b) {
+  T total = 0;
+  for (int64_t c = 0; c < kBlock; ++c) total += a[c] * b[c];
+  return total;
+}
+
+// output[k, c, ph, pw] = sum_ij A_y(ph; i) A_x(pw; j) w[c][i][j] / bin area, parallel over RoIs
+template <typename scalar_t, typename acc_t>
+void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, const Shapes& s, scalar_t* output) {
+  const int64_t bins = s.bins();
+  at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
+    AxisTaps<acc_t> columns, rows;
+    std::vector<acc_t> strip(s.width * kBlock);
+    acc_t sum[kBlock];
+    for (int64_t k = begin; k < end; ++k) {
+      scalar_t* out = output + k * s.out_channels * bins;
+      const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
+      if (!g.valid) {
+        std::fill(out, out + s.out_channels * bins, scalar_t(0));
+        continue;
+      }
+      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
+      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
+        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g, b, s);
+        const int64_t block_channels = std::min(kBlock, s.out_channels - b * kBlock);
+        for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+          integrate_rows(w, rows[ph], strip.data());
+          for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+            combine(strip.data(), w.x0, columns[pw], sum);
+            scalar_t* bin = out + b * kBlock * bins + ph * s.pooled_width + pw;
+            for (int64_t c = 0; c < block_channels; ++c) bin[c * bins] = static_cast<scalar_t>(sum[c]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area:
+// the forward passes transposed (spread each bin over its columns, then each bin row over its rows).
+// Threads split the channel blocks, so no two threads write the same gradient.
+template <typename scalar_t, typename acc_t>
+void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
+                                 acc_t* grad_blocks) {
+  const int64_t bins = s.bins();
+  at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
+    AxisTaps<acc_t> columns, rows;
+    std::vector<acc_t> strip(s.width * kBlock), grad(bins * kBlock);
+    for (int64_t k = 0; k < s.rois; ++k) {
+      const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
+      if (!g.valid) continue;
+      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
+      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      for (int64_t b = begin; b < end; ++b) {
+        const Window<acc_t> w = roi_window<acc_t>(grad_blocks, g, b, s);
+        gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
+                    bins, grad.data());
+        for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+          std::fill(strip.begin(), strip.begin() + w.cols * kBlock, acc_t(0));
+          for (int64_t pw = 0; pw < s.pooled_width; ++pw)
+            spread(grad.data() + (ph * s.pooled_width + pw) * kBlock, w.x0, columns[pw], strip.data());
+          spread_rows(strip.data(), rows[ph], w);
+        }
+      }
+    }
+  });
+}
+
+// grad_rois[k] = (0, d/dx1, d/dy1, d/dx2, d/dy2) of sum(grad_output * output), one RoI per task.
+// For each bin, summed over channels c with weights grad[c] (seed 000, eq. 7):
+//     d out / d left = out / bin_w - (integral of f along the left edge) / area,   likewise the others.
+// The edge integrals reuse the two passes of the forward: along the vertical line x = e, the integral over
+// the bin's rows is sum_j hat(e - j) strip[ph][j] (edge taps instead of bin taps in the second pass), and
+// along a horizontal line the same with rows and columns swapped.
+template <typename scalar_t, typename acc_t>
+void plain_backward_rois_kernel(const scalar_t* grad_output, const acc_t* blocks, const acc_t* rois,
+                                const scalar_t* output, acc_t scale, const Shapes& s, acc_t* grad_rois) {
+  const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
+  at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
+    AxisTaps<acc_t> columns, rows, column_edges, row_edges;
+    std::vector<acc_t> strip(std::max(s.height, s.width) * kBlock), grad(bins * kBlock);
+    acc_t edge[kBlock];
+    // per bin, summed over channels: grad * out, and grad * (line integral / area) along each edge
+    std::vector<acc_t> grad_out(bins), left(bins), right(bins), top(bins), bottom(bins);
+    for (int64_t k = begin; k < end; ++k) {
+      acc_t* grad_roi = grad_rois + 5 * k;
+      std::fill(grad_roi, grad_roi + 5, acc_t(0));
+      const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
+      if (!g.valid) continue;
+      columns.fill_bins(g.x1, g.bin_w, kw, s.width);
+      rows.fill_bins(g.y1, g.bin_h, kh, s.height);
+      // both passes integrate over a bin: divide by its area once, here
+      rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      columns.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      column_edges.fill_edges(g.x1, g.bin_w, kw, s.width);
+      row_edges.fill_edges(g.y1, g.bin_h, kh, s.height);
+      std::fill(grad_out.begin(), grad_out.end(), acc_t(0));
+      for (int64_t c = 0; c < s.out_channels; ++c) {
+        const int64_t o = (k * s.out_channels + c) * bins;
+        for (int64_t b = 0; b < bins; ++b)
+          grad_out[b] += static_cast<acc_t>(grad_output[o + b]) * static_cast<acc_t>(output[o + b]);
+      }
+      for (auto* sums : {&left, &right, &top, &bottom}) std::fill(sums->begin(), sums->end(), acc_t(0));
+      for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
+        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g, b, s);
+        gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
+                    bins, grad.data());
+        // vertical line x = column edge e: the left edge of bin pw = e and the right edge of bin e - 1
+        for (int64_t ph = 0; ph < kh; ++ph) {
+          integrate_rows(w, rows[ph], strip.data());
+          for (int64_t e = 0; e <= kw; ++e) {
+            combine(strip.data(), w.x0, column_edges[e], edge);
+            const int64_t bin = ph * kw + e;
+            if (e < kw) left[bin] += dot(grad.data() + bin * kBlock, edge);
+            if (e > 0) right[bin - 1] += dot(grad.data() + (bin - 1) * kBlock, edge);
+          }
+        }
+        // horizontal line y = row edge e: the top edge of bin ph = e and the bottom edge of bin e - 1
+        for (int64_t pw = 0; pw < kw; ++pw) {
+          integrate_columns(w, columns[pw], strip.data());
+          for (int64_t e = 0; e <= kh; ++e) {
+            combine(strip.data(), w.y0, row_edges[e], edge);
+            const int64_t bin = e * kw + pw;
+            if (e < kh) top[bin] += dot(grad.data() + bin * kBlock, edge);
+            if (e > 0) bottom[bin - kw] += dot(grad.data() + (bin - kw) * kBlock, edge);
+          }
+        }
+      }
+      acc_t d_x1 = 0, d_y1 = 0, d_x2 = 0, d_y2 = 0;  // w.r.t. the scaled corners
+      for (int64_t ph = 0; ph < kh; ++ph)
+        for (int64_t pw = 0; pw < kw; ++pw) {
+          const int64_t b = ph * kw + pw;
+          const acc_t d_left = grad_out[b] / g.bin_w - left[b];
+          const acc_t d_right = right[b] - grad_out[b] / g.bin_w;
+          const acc_t d_top = grad_out[b] / g.bin_h - top[b];
+          const acc_t d_bottom = bottom[b] - grad_out[b] / g.bin_h;
+          // bin edges move with the RoI corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1
+          const acc_t fl = static_cast<acc_t>(pw) / kw, fr = static_cast<acc_t>(pw + 1) / kw;
+          const acc_t ft = static_cast<acc_t>(ph) / kh, fb = static_cast<acc_t>(ph + 1) / kh;
+          d_x1 += d_left * (1 - fl) + d_right * (1 - fr);
+          d_x2 += d_left * fl + d_right * fr;
+          d_y1 += d_top * (1 - ft) + d_bottom * (1 - fb);
+          d_y2 += d_top * ft + d_bottom * fb;
+        }
+      grad_roi[1] = d_x1 * scale;
+      grad_roi[2] = d_y1 * scale;
+      grad_roi[3] = d_x2 * scale;
+      grad_roi[4] = d_y2 * scale;
+    }
+  });
+}
+
 Shapes shapes_of(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width,
                  bool position_sensitive) {
   Shapes s;
@@ -251,6 +556,16 @@ Shapes shapes_of(const at::Tensor& input, const at::Tensor& rois, int64_t pooled
   return s;
 }
 
+// The feature map in channel blocks (see to_blocks), in the accumulation type.
+template <typename scalar_t, typename acc_t>
+at::Tensor blocked_map(const at::Tensor& input) {
+  const int64_t batch = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  auto blocks = at::empty({batch, channel_blocks(channels), height, width, kBlock},
+                          input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  to_blocks(input.template data_ptr<scalar_t>(), batch, channels, height * width, blocks.template data_ptr<acc_t>());
+  return blocks;
+}
+
 at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                        int64_t pooled_height, int64_t pooled_width, bool position_sensitive) {
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
@@ -261,8 +576,13 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& rois, double s
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t, acc_t>(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
-                                    static_cast<acc_t>(spatial_scale), s, output.data_ptr<scalar_t>());
+    const auto scale = static_cast<acc_t>(spatial_scale);
+    if (position_sensitive) {
+      ps_forward_kernel(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
+    } else {
+      const auto blocks = blocked_map<scalar_t, acc_t>(input_c);
+      plain_forward_kernel(blocks.data_ptr<acc_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
+    }
   });
   return output;
 }
@@ -271,20 +591,31 @@ at::Tensor backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& r
                               int64_t pooled_height, int64_t pooled_width, bool position_sensitive,
                               int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const auto acc_type = at::toOpMathType(grad_output.scalar_type());
-  auto grad_input = at::zeros({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
+  // plain pooling writes every value of grad_input from its blocked copy; position-sensitive adds into it
+  auto grad_input = position_sensitive
+                        ? at::zeros({batch_size, channels, height, width}, grad_output.options().dtype(acc_type))
+                        : at::empty({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.rois && grad_output.size(1) == s.out_channels &&
                   grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
               "prroi_pool_backward_input: grad_output has shape ", grad_output.sizes(), ", expected [", s.rois,
               ", ", s.out_channels, ", ", pooled_height, ", ", pooled_width, "]");
-  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.to(grad_output.scalar_type());
+  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.zero_().to(grad_output.scalar_type());
   const auto grad_output_c = grad_output.contiguous();
   const auto rois_c = rois.to(acc_type).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "prroi_pool_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_input_kernel<scalar_t, acc_t>(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
-                                           static_cast<acc_t>(spatial_scale), s, grad_input.data_ptr<acc_t>());
+    const auto scale = static_cast<acc_t>(spatial_scale);
+    if (position_sensitive) {
+      ps_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
+                               grad_input.data_ptr<acc_t>());
+    } else {
+      auto grad_blocks = at::zeros({batch_size, channel_blocks(channels), height, width, kBlock}, grad_input.options());
+      plain_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
+                                  grad_blocks.data_ptr<acc_t>());
+      from_blocks(grad_blocks.data_ptr<acc_t>(), batch_size, channels, height * width, grad_input.data_ptr<acc_t>());
+    }
   });
   return grad_input.to(grad_output.scalar_type());
 }
@@ -309,9 +640,15 @@ at::Tensor backward_rois_cpu(const at::Tensor& grad_output, const at::Tensor& in
   const auto output_c = output.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_backward_rois_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_rois_kernel<scalar_t, acc_t>(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(),
-                                          rois_c.data_ptr<acc_t>(), output_c.data_ptr<scalar_t>(),
-                                          static_cast<acc_t>(spatial_scale), s, grad_rois.data_ptr<acc_t>());
+    const auto scale = static_cast<acc_t>(spatial_scale);
+    if (position_sensitive) {
+      ps_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
+                              output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
+    } else {
+      const auto blocks = blocked_map<scalar_t, acc_t>(input_c);
+      plain_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), blocks.data_ptr<acc_t>(), rois_c.data_ptr<acc_t>(),
+                                 output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
+    }
   });
   return grad_rois.to(rois.scalar_type());
 }
