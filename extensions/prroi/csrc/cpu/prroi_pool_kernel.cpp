@@ -2,8 +2,9 @@
 //
 // The integral over a bin factorises into one weight per pixel column and one per pixel row
 // (see prroi_math.h). For each RoI the kernels first list, along each axis, the pixels under every bin
-// with their weights A(lo, hi; p) ("taps"); for each bin they multiply them out into a short list of
-// (pixel offset, weight) pairs, then apply that list to every channel.
+// with their weights A(lo, hi; p) ("taps"), once, and reuse them for every channel.
+// PS-PrRoI reads one channel per bin: per bin, the taps are multiplied out into (pixel, weight) pairs.
+// Plain PrRoI shares the channels between bins: two separable passes over blocks of channels (below).
 // Half and bfloat16 inputs are read as they are and accumulated in float32 (at::opmath_type).
 
 #include <ATen/ATen.h>
