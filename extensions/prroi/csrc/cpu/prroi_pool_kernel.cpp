@@ -360,9 +360,11 @@ void combine(const T* __restrict strip, int64_t origin, Taps<T> taps, T* __restr
 template <typename T>
 void spread(const T* __restrict value, int64_t origin, Taps<T> taps, T* __restrict strip) {
   for (int j = 0; j < taps.count; ++j) {
-    T* __restrict pixel = strip + (taps.first + j - origin) * kBlock;
+    T* pixel = strip + (taps.first + j - origin) * kBlock;
     const T weight = taps.weight[j];
-    for (int64_t c = 0; c < kBlock; ++c) pixel[c] += weight * value[c];
+    T sum[kBlock];  // written this way, GCC vectorises the update (in place, it stays scalar)
+    for (int64_t c = 0; c < kBlock; ++c) sum[c] = pixel[c] + weight * value[c];
+    std::copy(sum, sum + kBlock, pixel);
   }
 }
 
