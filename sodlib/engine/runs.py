@@ -5,6 +5,9 @@ A run configuration file (TOML or JSON)::
     [data]                      # default: the embedded synthetic dataset
     train = "embedded:train"    # or train_annotations = "...json", train_images = "dir/"
     val = "embedded:val"        # or val_annotations / val_images; val = "none" to skip
+    oversample = 3              # optional: each train image holding a small object appears 3 times (>= 1)
+    copy_paste = { strategy = "all", count = 1, probability = 0.5 }   # optional: small-object copy-paste on
+                                # the train split (also allow_overlap, edge_blur); the val split is never changed
 
     [model]                     # arguments of sodlib.models.faster_rcnn (num_classes comes from the data)
     backbone = "resnet_tiny"
@@ -65,6 +68,7 @@ def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[
         if key in config["train"]:
             raise ValueError(f"{source}: [train] {key} is set by the command (--run-dir, --resume), not in the file; remove it")
     TrainConfig.from_mapping({**config["train"], "run_dir": "<run folder>"})  # validates before any work starts
+    check_augmentation(config["data"])
     unknown_eval = sorted(set(config["evaluate"]) - {"size_bins", "batch_size"})
     if unknown_eval:
         raise ValueError(f"{source}: [evaluate] has unknown key(s) {', '.join(unknown_eval)}; known: size_bins, batch_size")
@@ -87,32 +91,79 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     return check_run_config(config, "--set")
 
 
-def _dataset(data: Mapping[str, Any], split: str) -> CocoDetection | None:
+DATA_KEYS = ("train", "val", "train_annotations", "train_images", "val_annotations", "val_images", "oversample",
+             "copy_paste")
+COPY_PASTE_KEYS = ("strategy", "count", "probability", "allow_overlap", "edge_blur")
+
+
+def check_augmentation(data: Mapping[str, Any]) -> None:
+    """Refuse bad ``oversample`` / ``copy_paste`` values of a ``[data]`` table with a message that says the fix."""
+    if "oversample" in data:
+        factor = data["oversample"]
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+            raise ValueError(f"[data] oversample={factor!r} must be a number >= 1 (1: no oversampling; the paper "
+                             "used 2, 3, 4)")
+    if "copy_paste" in data:
+        settings = data["copy_paste"]
+        if not isinstance(settings, dict):
+            raise ValueError(f"[data] copy_paste={settings!r} must be a table, e.g. "
+                             "copy_paste = { strategy = \"all\", count = 1, probability = 0.5 }")
+        unknown = sorted(set(settings) - set(COPY_PASTE_KEYS))
+        if unknown:
+            raise ValueError(f"[data] copy_paste has unknown key(s) {', '.join(unknown)}; known: {', '.join(COPY_PASTE_KEYS)}")
+        from sodlib.augment import SmallObjectCopyPaste
+
+        try:  # the transform checks its own arguments
+            SmallObjectCopyPaste(**settings, return_masks=False, seed=0)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"[data] copy_paste: {error}") from None
+
+
+def _dataset(data: Mapping[str, Any], split: str, **options: Any) -> CocoDetection | None:
     from sodlib.data.synthetic import embedded_dataset
 
     annotations, images = data.get(f"{split}_annotations"), data.get(f"{split}_images")
     if annotations is not None or images is not None:
         if annotations is None or images is None:
             raise ValueError(f"[data] needs both {split}_annotations and {split}_images (or neither)")
-        return CocoDetection(annotations, images)
+        return CocoDetection(annotations, images, **options)
     source = data.get(split, f"embedded:{split}")
     if source == "none":
         return None
     if not isinstance(source, str) or not source.startswith("embedded:") or source.split(":", 1)[1] not in ("train", "val"):
         raise ValueError(f"[data] {split}={source!r}: use 'embedded:train', 'embedded:val', 'none', "
                          f"or give {split}_annotations and {split}_images")
-    return CocoDetection(*embedded_dataset(source.split(":", 1)[1]))
+    return CocoDetection(*embedded_dataset(source.split(":", 1)[1]), **options)
 
 
-def datasets_from_config(config: Mapping[str, Any]) -> tuple[CocoDetection, CocoDetection | None]:
-    """The training and validation datasets of a run configuration's ``[data]`` table."""
+def datasets_from_config(config: Mapping[str, Any]) -> tuple[Any, CocoDetection | None]:
+    """The training and validation datasets of a run configuration's ``[data]`` table.
+
+    ``oversample`` and ``copy_paste`` change the training split only: the train set is read with its masks and
+    ``SmallObjectCopyPaste(**copy_paste, return_masks=False, seed=<[train] seed>)`` as its transform (its own
+    stream, so the model's initialisation and the data order draw what they drew without it), then wrapped in
+    ``OversampledDataset(train, oversample, seed=<[train] seed>)``. Crowd regions are still flagged by
+    ``iscrowd`` and left out by the training loop."""
     data = config.get("data", {})
-    unknown = sorted(set(data) - {"train", "val", "train_annotations", "train_images", "val_annotations", "val_images"})
+    unknown = sorted(set(data) - set(DATA_KEYS))
     if unknown:
-        raise ValueError(f"[data] has unknown key(s) {', '.join(unknown)}")
-    train_set = _dataset(data, "train")
+        raise ValueError(f"[data] has unknown key(s) {', '.join(unknown)}; known: {', '.join(DATA_KEYS)}")
+    check_augmentation(data)
+    seed = int(config.get("train", {}).get("seed", 0))
+    options: dict[str, Any] = {}
+    if "copy_paste" in data:
+        from sodlib.augment import SmallObjectCopyPaste
+
+        options = {"masks": True, "transforms": SmallObjectCopyPaste(**data["copy_paste"], return_masks=False, seed=seed)}
+    train_set = _dataset(data, "train", **options)
     if train_set is None:
         raise ValueError("[data] train='none': a training run needs training data")
+    if "oversample" in data and data["oversample"] != 1:
+        from sodlib.augment import OversampledDataset
+
+        oversampled = OversampledDataset(train_set, data["oversample"], seed=seed)
+        oversampled.num_classes = train_set.num_classes
+        train_set = oversampled
     return train_set, _dataset(data, "val")
 
 
