@@ -105,7 +105,8 @@ def _experiment(args: argparse.Namespace) -> int:
         for name, experiment in EXPERIMENTS.items():
             print(f"{name:16s} {experiment.description}")
         return 0
-    record = run_experiment(args.name, quick=args.quick, overrides=args.set, results_dir=args.results_dir, command=_command_line())
+    record = run_experiment(args.name, quick=args.quick, overrides=args.set, results_dir=args.results_dir, command=_command_line(),
+                            seed=args.seed)
     print(f"{args.name}: {record['duration_s']:.1f} s; written {record['path']}")
     for run_name, run in record["runs"].items():
         if run.get("metrics"):
@@ -142,5 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     experiment.add_argument("--quick", action="store_true", help="a few steps only (checks the pipeline, numbers meaningless)")
     experiment.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                             help="override a setting of every run (written as NAME_custom.json)")
+    experiment.add_argument("--seed", type=int, default=None,
+                            help="[train] seed of every run (written as NAME_seedS.json; one file per seed)")
     experiment.add_argument("--results-dir", default=None, help="where the results json goes (default notebooks/results)")
     experiment.set_defaults(func=_experiment)

@@ -11,7 +11,11 @@ before and after tell how much of the machine other work took.)
 
 The notebooks show these tables beside a short live run and say which is which. ``--quick`` runs a few steps
 only (to check the pipeline; its numbers mean nothing) and writes ``NAME_quick.json``; ``--set SECTION.KEY=VALUE``
-changes the configuration (a shorter schedule, another thread count) and writes ``NAME_custom.json``.
+changes the configuration (a shorter schedule, another thread count) and writes ``NAME_custom.json``;
+``--seed S`` sets ``[train] seed = S`` in every run (the model's initialisation, the data order, the flips and
+the augmentation's draws) and writes ``NAME_seedS.json``, so that several seeds give several files.
+The json is rewritten after every run (``"complete": false`` until the last one), so an interrupted experiment
+keeps the runs it finished.
 """
 from __future__ import annotations
 
@@ -44,6 +48,14 @@ EXPERIMENTS: dict[str, Experiment] = {
                                 {"fast": "fast.toml"}),
     "full_baseline": Experiment("the full configuration (resnet_narrow, 512 px, a longer schedule) on the embedded data",
                                 {"full": "full.toml"}),
+    "augmentation": Experiment("Kisantal et al.'s augmentations on the fast configuration (embedded data, one thread): "
+                               "baseline, oversampling 2x / 3x, copy-paste of all small objects once with probability "
+                               "0.5 (original + augmented), several objects 3 times, with overlap allowed, with a 5 px "
+                               "edge blur",
+                               {"baseline": "fast.toml", "oversample3": "fast_oversample3.toml",
+                                "copy_paste": "fast_copy_paste.toml", "several3": "fast_copy_paste_several3.toml",
+                                "oversample2": "fast_oversample2.toml", "copy_paste_overlap": "fast_copy_paste_overlap.toml",
+                                "copy_paste_blur": "fast_copy_paste_blur.toml"}),
 }
 
 
@@ -59,40 +71,48 @@ def default_results_dir() -> Path:
 
 def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | None = None,
                    results_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike | None = None,
-                   command: str | None = None) -> dict[str, Any]:
+                   command: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """Run experiment ``name`` and write its results json; returns the record (with its ``path``).
 
     ``overrides`` (``["train.epochs=12"]``) change every run's configuration; the record keeps the configuration
     as run, and a run with overrides is written as ``NAME_custom.json`` so that it never passes for the
-    configuration in ``configs/``."""
+    configuration in ``configs/``. ``seed`` sets ``[train] seed`` of every run and writes ``NAME_seedS.json``
+    (``NAME_seedS_custom.json`` with overrides too)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment {name!r} is unknown; known: {', '.join(EXPERIMENTS)} (python -m sodlib experiment list)")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
     experiment = EXPERIMENTS[name]
+    seed_overrides = [f"train.seed={seed}"] if seed is not None else []
     configs = {}
     for run_name, file_name in experiment.runs.items():  # read and check every config before any work
-        config = apply_overrides(load_run_config(configs_dir() / file_name), list(overrides or []))
+        config = apply_overrides(load_run_config(configs_dir() / file_name), list(overrides or []) + seed_overrides)
         if quick:
             config["train"].update(QUICK_OVERRIDES)
         configs[run_name] = config
-    tag = f"{name}_quick" if quick else f"{name}_custom" if overrides else name
+    base = f"{name}_seed{seed}" if seed is not None else name
+    tag = f"{base}_quick" if quick else f"{base}_custom" if overrides else base
     runs_root = Path(runs_root) if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
     hardware_before = hardware_description()
     started = time.perf_counter()
     started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    runs = {}
+    out = Path(results_dir) if results_dir is not None else default_results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{tag}.json"
+    runs: dict[str, Any] = {}
     for run_name, config in configs.items():
         summary = run_training(config, runs_root / tag / run_name, command=command)
         runs[run_name] = {k: summary.get(k) for k in ("config", "iterations", "train_seconds", "total_seconds", "metrics",
                                                       "final_losses", "hardware")}
-    record = {"name": name, "description": experiment.description, "quick": quick, "overrides": list(overrides or []), "command": command,
-              "seeds": {run: config["train"].get("seed", 0) for run, config in configs.items()},
-              "hardware": hardware_description(), "load_average_before": hardware_before.get("load_average"),
-              "started_utc": started_utc,
-              "duration_s": round(time.perf_counter() - started, 1), "runs": runs}
-    out = Path(results_dir) if results_dir is not None else default_results_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{tag}.json"
-    path.write_text(json.dumps(record, indent=2))
+        record = {"name": name, "description": experiment.description, "quick": quick, "overrides": list(overrides or []),
+                  "seed": seed, "command": command,
+                  "seeds": {run: config["train"].get("seed", 0) for run, config in configs.items()},
+                  "hardware": hardware_description(), "load_average_before": hardware_before.get("load_average"),
+                  "started_utc": started_utc, "complete": len(runs) == len(configs),
+                  "duration_s": round(time.perf_counter() - started, 1), "runs": dict(runs)}
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        temporary.replace(path)  # never a half-written file
     record["path"] = str(path)
     return record
 

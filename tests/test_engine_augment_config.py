@@ -1,0 +1,151 @@
+"""[data] oversample / copy_paste in run configurations, the augmentation configs, and experiment --seed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sodlib.augment import OversampledDataset, SmallObjectCopyPaste
+from sodlib.data import generate_synthetic_coco
+from sodlib.data.paths import CHECKOUT_DIR
+from sodlib.engine.runs import apply_overrides, check_run_config, datasets_from_config, load_run_config, run_training
+
+CONFIG = """
+[data]
+train_annotations = "{annotations}"
+train_images = "{images}"
+val_annotations = "{annotations}"
+val_images = "{images}"
+{extra}
+
+[model]
+backbone = "resnet_tiny"
+fpn_channels = 16
+representation_size = 32
+min_size = 64
+max_size = 64
+anchor_sizes = [[8.0], [16.0], [32.0], [64.0], [128.0]]
+box_batch_size_per_image = 32
+rpn_pre_nms_top_n_train = 100
+rpn_post_nms_top_n_train = 50
+
+[train]
+iterations = 2
+batch_size = 2
+warmup_iterations = 1
+progress = false
+num_threads = 1
+checkpoint_every = 0
+seed = 3
+
+[evaluate]
+size_bins = {{ tiny = [0.0, 64.0] }}
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("augment_config")
+    annotations = generate_synthetic_coco(root / "data", 6, seed=4, image_size=96, workers=1, progress=False)
+    return root, Path(annotations), root / "data" / "train"
+
+
+def write_config(data, name: str, extra: str) -> Path:
+    root, annotations, images = data
+    path = root / name
+    path.write_text(CONFIG.format(annotations=annotations, images=images, extra=extra))
+    return path
+
+
+def test_oversample_and_copy_paste_build_the_train_set_only(data):
+    extra = 'oversample = 2\ncopy_paste = { strategy = "several", count = 3, probability = 0.5, edge_blur = 5 }'
+    config = load_run_config(write_config(data, "both.toml", extra))
+    train_set, val_set = datasets_from_config(config)
+    assert isinstance(train_set, OversampledDataset) and train_set.factor == 2
+    assert train_set.num_classes == val_set.num_classes
+    assert len(train_set) == 6 + sum(train_set.has_small_objects)
+    transform = train_set.dataset.transforms
+    assert isinstance(transform, SmallObjectCopyPaste) and train_set.dataset.masks
+    assert transform.probability == 0.5 and transform.return_masks is False
+    assert transform.settings.strategy == "several" and transform.settings.count == 3 and transform.settings.edge_blur == 5
+    assert val_set.transforms is None and not val_set.masks  # val untouched
+    image, target = train_set[0]
+    assert "masks" not in target and target["boxes"].shape[0] == target["labels"].shape[0]
+    # the transform draws from the train seed: the same config gives the same augmented items
+    first, second = datasets_from_config(config)[0], datasets_from_config(config)[0]
+    assert all(torch.equal(first[i][0], second[i][0]) for i in range(4))
+    plain = load_run_config(write_config(data, "plain.toml", ""))
+    assert datasets_from_config(plain)[0].transforms is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("oversample = 0.5", "oversample=0.5 must be a number >= 1"),
+    ('oversample = "3x"', "must be a number >= 1"),
+    ("oversample = true", "must be a number >= 1"),
+    ('copy_paste = "all"', "copy_paste='all' must be a table"),
+    ('copy_paste = { strategy = "most" }', "copy_paste"),
+    ("copy_paste = { count = 0 }", "copy_paste"),
+    ("copy_paste = { probability = 1.5 }", "probability"),
+    ("copy_paste = { edge_blur = 4 }", "copy_paste"),
+    ("copy_paste = { seed = 1 }", "unknown key"),
+    ('flip = "yes"', "unknown key"),
+])
+def test_bad_augmentation_values_are_refused(data, extra, message):
+    with pytest.raises(ValueError, match=message.replace("[", "\\[").replace(".", "\\.")):
+        config = load_run_config(write_config(data, "bad.toml", extra))
+        datasets_from_config(config)
+
+
+def test_set_overrides_are_checked_too(data):
+    config = load_run_config(write_config(data, "plain.toml", ""))
+    assert apply_overrides(config, ["data.oversample=3"])["data"]["oversample"] == 3
+    with pytest.raises(ValueError, match="oversample"):
+        apply_overrides(config, ["data.oversample=0"])
+    with pytest.raises(ValueError, match="copy_paste"):
+        check_run_config({**config, "data": {"copy_paste": {"strategy": "none"}}})
+
+
+@pytest.mark.parametrize("extra", ["oversample = 3", 'copy_paste = { strategy = "all", count = 1, probability = 1.0 }'])
+def test_a_short_run_with_each_key(data, tmp_path, extra):
+    config = load_run_config(write_config(data, "run.toml", extra))
+    summary = run_training(config, tmp_path / "run")
+    assert summary["iterations"] == 2 and "AP50" in summary["metrics"]
+    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["data"] == config["data"]
+
+
+@pytest.mark.parametrize("name", ["fast_oversample2.toml", "fast_oversample3.toml", "fast_copy_paste.toml",
+                                  "fast_copy_paste_several3.toml", "fast_copy_paste_overlap.toml",
+                                  "fast_copy_paste_blur.toml"])
+def test_augmentation_configs_are_fast_toml_plus_one_key(name):
+    fast = load_run_config(CHECKOUT_DIR / "configs" / "fast.toml")
+    config = load_run_config(CHECKOUT_DIR / "configs" / name)
+    extra = {k: v for k, v in config["data"].items() if k not in fast["data"]}
+    assert len(extra) == 1 and {k: v for k, v in config.items() if k != "data"} == {k: v for k, v in fast.items() if k != "data"}
+    assert config["train"]["num_threads"] == 1
+
+
+def test_augmentation_experiment_runs_exist_and_seed_names_the_file(data, tmp_path, monkeypatch):
+    from sodlib.engine.experiments import EXPERIMENTS, run_experiment
+
+    for file_name in EXPERIMENTS["augmentation"].runs.values():
+        assert (CHECKOUT_DIR / "configs" / file_name).is_file()
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "fast.toml").write_text(write_config(data, "plain.toml", "").read_text())
+    monkeypatch.setenv("SODLIB_CONFIGS", str(configs))
+    record = run_experiment("fast_baseline", seed=5, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")
+    written = json.loads((tmp_path / "results" / "fast_baseline_seed5.json").read_text())
+    assert written["seed"] == 5 and written["seeds"] == {"fast": 5} and written["complete"] is True
+    assert record["path"].endswith("fast_baseline_seed5.json")
+    with pytest.raises(ValueError, match="seed"):
+        run_experiment("fast_baseline", seed=-1, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")
