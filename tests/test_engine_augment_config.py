@@ -11,46 +11,10 @@ from sodlib.augment import OversampledDataset, SmallObjectCopyPaste
 from sodlib.data import generate_synthetic_coco
 from sodlib.data.paths import CHECKOUT_DIR
 from sodlib.engine.runs import apply_overrides, check_run_config, datasets_from_config, load_run_config, run_training
-
-CONFIG = """
-[data]
-train_annotations = "{annotations}"
-train_images = "{images}"
-val_annotations = "{annotations}"
-val_images = "{images}"
-{extra}
-
-[model]
-backbone = "resnet_tiny"
-fpn_channels = 16
-representation_size = 32
-min_size = 64
-max_size = 64
-anchor_sizes = [[8.0], [16.0], [32.0], [64.0], [128.0]]
-box_batch_size_per_image = 32
-rpn_pre_nms_top_n_train = 100
-rpn_post_nms_top_n_train = 50
-
-[train]
-iterations = 2
-batch_size = 2
-warmup_iterations = 1
-progress = false
-num_threads = 1
-checkpoint_every = 0
-seed = 3
-
-[evaluate]
-size_bins = {{ tiny = [0.0, 64.0] }}
-"""
+from tests.engine_fixtures import one_thread, tiny_run_config  # noqa: F401  (one_thread is used through pytestmark)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +27,7 @@ def data(tmp_path_factory) -> tuple[Path, Path, Path]:
 def write_config(data, name: str, extra: str) -> Path:
     root, annotations, images = data
     path = root / name
-    path.write_text(CONFIG.format(annotations=annotations, images=images, extra=extra))
+    path.write_text(tiny_run_config(annotations, images, seed=3, data_extra=extra, train_extra="checkpoint_every = 0"))
     return path
 
 

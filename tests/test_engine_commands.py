@@ -5,50 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from sodlib.cli import main
 from sodlib.data import generate_synthetic_coco
 from sodlib.data.paths import CHECKOUT_DIR
 from sodlib.engine.runs import apply_overrides, datasets_from_config, load_run_config
-
-CONFIG = """
-[data]
-train_annotations = "{annotations}"
-train_images = "{images}"
-val_annotations = "{annotations}"
-val_images = "{images}"
-
-[model]
-backbone = "resnet_tiny"
-fpn_channels = 16
-representation_size = 32
-min_size = 64
-max_size = 64
-anchor_sizes = [[8.0], [16.0], [32.0], [64.0], [128.0]]
-box_batch_size_per_image = 32
-rpn_pre_nms_top_n_train = 100
-rpn_post_nms_top_n_train = 50
-
-[train]
-iterations = 2
-batch_size = 2
-warmup_iterations = 1
-progress = false
-num_threads = 1
-seed = 1
-
-[evaluate]
-size_bins = {{ tiny = [0.0, 64.0] }}
-"""
+from tests.engine_fixtures import one_thread, tiny_run_config  # noqa: F401  (one_thread is used through pytestmark)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +21,7 @@ def config_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("commands")
     annotations = generate_synthetic_coco(root / "data", 6, seed=4, image_size=96, workers=1, progress=False)
     path = root / "tiny.toml"
-    path.write_text(CONFIG.format(annotations=annotations, images=root / "data" / "train"))
+    path.write_text(tiny_run_config(annotations, root / "data" / "train"))
     return path
 
 

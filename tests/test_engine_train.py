@@ -12,18 +12,12 @@ from sodlib.engine import TrainConfig, evaluate, learning_rate_factor, train
 from sodlib.engine.checkpoint import load_checkpoint
 from sodlib.engine.train import HorizontalFlipView
 from sodlib.models import build_model, faster_rcnn
+from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
 
 LOSSES = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread per test process: pytest-xdist runs two processes on two cores, and oversubscribed
-    OpenMP threads spin-wait for each other (tens of times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

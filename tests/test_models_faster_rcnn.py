@@ -10,17 +10,12 @@ from torchvision.models.detection.image_list import ImageList
 from sodlib.anchors import AnchorSet, base_anchors
 from sodlib.models import (BACKBONES, PretrainedWeightsUnavailable, SodlibAnchorGenerator, build_backbone, build_model,
                            faster_rcnn)
+from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
 
 SIZES = ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread per test process (pytest-xdist runs two on two cores; oversubscribed OpenMP threads spin)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _targets(n: int) -> list[dict]:
