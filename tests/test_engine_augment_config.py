@@ -100,9 +100,19 @@ def test_augmentation_configs_are_fast_toml_plus_one_key(name):
 
 def test_augmentation_experiment_runs_exist_and_seed_names_the_file(data, tmp_path, monkeypatch):
     from sodlib.engine.experiments import EXPERIMENTS, run_experiment
+    from sodlib.engine.runs import apply_overrides
 
-    for file_name in EXPERIMENTS["augmentation"].runs.values():
-        assert (CHECKOUT_DIR / "configs" / file_name).is_file()
+    for experiment in EXPERIMENTS.values():  # every run's config exists and takes its overrides
+        assert set(experiment.overrides) <= set(experiment.runs)
+        for run_name, file_name in experiment.runs.items():
+            config = apply_overrides(load_run_config(CHECKOUT_DIR / "configs" / file_name),
+                                     list(experiment.overrides.get(run_name, ())))
+            assert config["train"].get("num_threads") == 1 or run_name == "full"
+    sweep = EXPERIMENTS["copy_paste_sweep"]
+    assert apply_overrides(load_run_config(CHECKOUT_DIR / "configs" / "fast.toml"),
+                           list(sweep.overrides["aug_only_oversample2"]))["data"] == {
+        "train": "embedded:train", "val": "embedded:val", "oversample": 2,
+        "copy_paste": {"strategy": "all", "count": 1, "probability": 1.0}}
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "fast.toml").write_text(write_config(data, "plain.toml", "").read_text())

@@ -23,7 +23,7 @@ import datetime
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,31 @@ QUICK_OVERRIDES = {"iterations": 4, "batch_size": 2, "warmup_iterations": 2, "ch
 
 @dataclass(frozen=True)
 class Experiment:
-    """A named experiment: what it shows, and its runs (run name -> config file in ``configs/``)."""
+    """A named experiment: what it shows, and its runs (run name -> config file in ``configs/``).
+
+    ``overrides`` (run name -> ``SECTION.KEY=VALUE`` strings) change a run's configuration the way ``--set``
+    does, so that a sweep over one key needs one config file, not one per value."""
 
     description: str
     runs: dict[str, str]  # run name -> config file name in configs/
+    overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _paste(strategy: str, count: int, probability: float = 0.5) -> str:
+    """The override that sets ``[data] copy_paste`` (JSON, as ``--set`` reads it)."""
+    return "data.copy_paste=" + json.dumps({"strategy": strategy, "count": count, "probability": probability})
+
+
+# Kisantal et al. Tables 3-7 (R9-R11): paste counts per strategy, 4x oversampling, augmented images only
+# (every image with a small object replaced by its augmented copy) and augmented only + 2x oversampling.
+# Baseline, all x1 and several x3 are runs of the "augmentation" experiment with the same seeds.
+_SWEEP = {
+    "one1": _paste("one", 1), "one2": _paste("one", 2), "one3": _paste("one", 3), "one5": _paste("one", 5),
+    "several1": _paste("several", 1), "several5": _paste("several", 5),
+    "all2": _paste("all", 2), "all3": _paste("all", 3),
+    "oversample4": "data.oversample=4",
+    "aug_only": _paste("all", 1, 1.0),
+}
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -56,6 +77,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                                 "copy_paste": "fast_copy_paste.toml", "several3": "fast_copy_paste_several3.toml",
                                 "oversample2": "fast_oversample2.toml", "copy_paste_overlap": "fast_copy_paste_overlap.toml",
                                 "copy_paste_blur": "fast_copy_paste_blur.toml"}),
+    "copy_paste_sweep": Experiment("Kisantal et al.'s paste counts per strategy (one object 1 / 2 / 3 / 5 times, several "
+                                   "objects 1 / 5 times, all small objects 2 / 3 times, each image with probability 0.5), "
+                                   "4x oversampling, augmented images only (probability 1) and augmented only with 2x "
+                                   "oversampling, on the fast configuration (embedded data, one thread)",
+                                   {**{run: "fast.toml" for run in _SWEEP}, "aug_only_oversample2": "fast.toml"},
+                                   {**{run: (override,) for run, override in _SWEEP.items()},
+                                    "aug_only_oversample2": (_SWEEP["aug_only"], "data.oversample=2")}),
 }
 
 
@@ -86,7 +114,8 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     seed_overrides = [f"train.seed={seed}"] if seed is not None else []
     configs = {}
     for run_name, file_name in experiment.runs.items():  # read and check every config before any work
-        config = apply_overrides(load_run_config(configs_dir() / file_name), list(overrides or []) + seed_overrides)
+        run_overrides = list(experiment.overrides.get(run_name, ()))
+        config = apply_overrides(load_run_config(configs_dir() / file_name), run_overrides + list(overrides or []) + seed_overrides)
         if quick:
             config["train"].update(QUICK_OVERRIDES)
         configs[run_name] = config
