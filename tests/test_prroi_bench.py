@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sodlib.cli import main
-from sodlib.ops.benchmark import Timing, Workload, format_ratio_table, random_boxes, ratio_table
+from sodlib.ops.benchmark import Timing, Workload, format_ratio_table, format_times_table, random_boxes, ratio_table
 
 
 def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +28,8 @@ def test_ratio_table_divides_the_right_way() -> None:
     assert rows["PrRoI: compiled / roi_align(sr=2) (time ratio)"]["forward"] == 0.5
     assert rows["PS-PrRoI: reference / compiled (speed-up)"]["forward"] is None
     assert "30.00" in format_ratio_table(list(rows.values()))
+    times = format_times_table(timings)
+    assert "1000.000" in times and "30000.000" in times
 
 
 def test_workload_boxes_are_mostly_small_and_inside_the_image() -> None:

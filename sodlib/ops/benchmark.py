@@ -175,3 +175,16 @@ def format_ratio_table(rows: list[dict[str, object]]) -> str:
         cells = "".join(f"  {'-' if row[m] is None else format(row[m], '.2f'):>28}" for m in MODES)
         lines.append(f"{row['device']:<6}  {row['comparison']:<52}{cells}")
     return "\n".join(lines)
+
+
+def format_times_table(timings: list[Timing]) -> str:
+    """Plain-text table of the fastest times in milliseconds, one row per (device, op)."""
+    seconds = {(t.device, t.op, t.mode): t.seconds for t in timings}
+    header = f"{'device':<6}  {'op':<32}" + "".join(f"  {mode + ' (ms)':>33}" for mode in MODES)
+    lines = [header, "-" * len(header)]
+    for device, op in dict.fromkeys((t.device, t.op) for t in timings):
+        cells = "".join(f"  {'-' if (device, op, m) not in seconds else format(seconds[device, op, m] * 1e3, '.3f'):>33}"
+                        for m in MODES)
+        lines.append(f"{device:<6}  {op:<32}{cells}")
+    return "\n".join(lines)
+

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sodlib.ops.benchmark import Workload, benchmark_prroi, format_ratio_table, ratio_table
+    from sodlib.ops.benchmark import Workload, benchmark_prroi, format_ratio_table, format_times_table, ratio_table
 
     if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0:
         raise ValueError("--rois, --repeats and --reference-repeats must be positive")
@@ -56,4 +56,7 @@ def run(args: argparse.Namespace) -> int:
         timings += benchmark_prroi(device, workload, args.repeats, args.reference_repeats, args.seed)
     print(format_ratio_table(ratio_table(timings)))
     print("speed-up: reference time / compiled time; time ratio: compiled time / torchvision time (<1 is faster)")
+    print()
+    print("fastest times, for reading the ratios (they depend on the machine and its load):")
+    print(format_times_table(timings))
     return 0
