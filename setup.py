@@ -36,7 +36,7 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     # -fopenmp: at::parallel_for is a header template that runs serially unless the kernels are built with OpenMP
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=fast"]
     link_args = ["-fopenmp"]
     define_macros = []
     cuda_sources = sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))

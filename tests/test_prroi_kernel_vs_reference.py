@@ -132,3 +132,53 @@ def test_cuda_matches_cpu_in_every_dtype(dtype: torch.dtype) -> None:
     difference = cuda_rois.grad.cpu() - cpu_rois.grad
     assert difference[~tiny].norm() <= 1e-4 * cpu_rois.grad[~tiny].norm()
     assert difference[tiny].norm() <= 1e-2 * cpu_rois.grad[tiny].norm()
+
+
+_KERNEL_RUN = """
+import sys, torch
+import sodlib.ops
+from tests.test_prroi_kernel_vs_reference import mixed_rois
+torch.manual_seed(0)
+results = {"kernels": torch.ops.sodlib.cpu_kernels()}
+for ps in (False, True):
+    for dtype in (torch.float32, torch.float64):
+        features = torch.randn(2, 18 if ps else 21, 23, 31, dtype=dtype)
+        rois = mixed_rois(60, 2, 23, 31, 0.25, seed=3, dtype=dtype)
+        output = torch.ops.sodlib.prroi_pool_forward(features, rois, 0.25, 3, 3, ps)
+        grad = torch.randn_like(output)
+        results[ps, dtype] = (output,
+                              torch.ops.sodlib.prroi_pool_backward_input(grad, rois, 0.25, 3, 3, ps, *features.shape),
+                              torch.ops.sodlib.prroi_pool_backward_rois(grad, features, rois, output, 0.25, 3, 3, ps))
+torch.save(results, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not has_compiled_kernel(torch.device("cpu")), reason="needs the compiled extension")
+def test_baseline_and_avx2_builds_of_the_cpu_kernels_agree(tmp_path) -> None:
+    """The CPU kernels are compiled twice (any CPU, and AVX2 + FMA); SODLIB_CPU_KERNELS=baseline picks the first."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    saved = {}
+    for choice in ("default", "baseline"):
+        env = {k: v for k, v in os.environ.items() if k != "SODLIB_CPU_KERNELS"}
+        if choice == "baseline":
+            env["SODLIB_CPU_KERNELS"] = "baseline"
+        path = tmp_path / f"{choice}.pt"
+        subprocess.run([sys.executable, "-c", _KERNEL_RUN, str(path)], check=True, cwd=root, env=env)
+        saved[choice] = torch.load(path)
+    assert saved["baseline"]["kernels"] == "baseline"
+    if saved["default"]["kernels"] != "avx2":
+        pytest.skip("this CPU or compiler has no AVX2 kernels; only the baseline runs")
+    for key, baseline in saved["baseline"].items():
+        if key == "kernels":
+            continue
+        for a, b in zip(saved["default"][key], baseline):
+            # FMA rounds differently; the box gradient of sub-pixel boxes subtracts near-equal terms, so float32
+            # results are compared against the scale of the whole result (both builds are as far from float64)
+            scale = float(b.abs().max()) if b.numel() else 1.0
+            tolerance = {"rtol": 1e-4, "atol": 1e-4 * scale} if key[1] == torch.float32 else {"rtol": 1e-10, "atol": 1e-12 * scale}
+            torch.testing.assert_close(a, b, **tolerance)

@@ -1,10 +1,10 @@
-"""Autograd and fake (meta) kernels of the compiled ops, registered from Python.
+"""Fake (meta) kernels of the compiled ops, registered from Python.
 
 The fake kernels give output shapes without computing, so ``torch.compile`` and ``torch.library.opcheck``
-can trace the ops; the autograd formula routes the backward pass to the two compiled backward ops:
-``prroi_pool_backward_input`` (features) and ``prroi_pool_backward_rois`` (RoI coordinates, seed 000
-eq. 7), each run only when that input needs a gradient. Imported by :mod:`sodlib.ops` when the
-extension has loaded. Gradients are first order only (no double backward).
+can trace the ops. The autograd formula is compiled with the ops (``extensions/prroi/csrc/prroi_pool_autograd.cpp``):
+it routes the backward pass to ``prroi_pool_backward_input`` (features) and ``prroi_pool_backward_rois``
+(RoI coordinates, seed 000 eq. 7), each run only when that input needs a gradient; first order only (no
+double backward). Imported by :mod:`sodlib.ops` when the extension has loaded.
 """
 from __future__ import annotations
 
@@ -40,22 +40,3 @@ def _backward_rois_fake(
     pooled_width: int, position_sensitive: bool,
 ) -> Tensor:
     return rois.new_empty(rois.shape)
-
-
-def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-    input, rois, spatial_scale, pooled_height, pooled_width, position_sensitive = inputs
-    ctx.save_for_backward(input, rois, output)
-    ctx.pooling = (spatial_scale, pooled_height, pooled_width, position_sensitive)
-
-
-def _backward(ctx, grad_output: Tensor) -> tuple:
-    input, rois, output = ctx.saved_tensors
-    grad_input = grad_rois = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.sodlib.prroi_pool_backward_input(grad_output, rois, *ctx.pooling, *input.shape)
-    if ctx.needs_input_grad[1]:
-        grad_rois = torch.ops.sodlib.prroi_pool_backward_rois(grad_output, input, rois, output, *ctx.pooling)
-    return grad_input, grad_rois, None, None, None, None
-
-
-torch.library.register_autograd(FORWARD, _backward, setup_context=_setup_context)

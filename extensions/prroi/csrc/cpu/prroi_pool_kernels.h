@@ -1,5 +1,9 @@
 // CPU kernels of PrRoI and PS-PrRoI pooling (forward, feature backward, RoI-coordinate backward).
 //
+// Compiled twice, into the namespace SODLIB_CPU_NAMESPACE of the including file: once for any x86-64 or
+// other CPU (prroi_pool_kernels_baseline.cpp) and once for CPUs with AVX2 and FMA
+// (prroi_pool_kernels_avx2.cpp); prroi_pool_cpu.cpp picks one at run time and registers it.
+//
 // The integral over a bin factorises into one weight per pixel column and one per pixel row
 // (see prroi_math.h). For each RoI the kernels first list, along each axis, the pixels under every bin
 // with their weights A(lo, hi; p) ("taps"), once, and reuse them for every channel.
@@ -11,16 +15,22 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "prroi_math.h"
 #include "prroi_pool.h"
+#include "cpu/prroi_pool_cpu.h"
+
+#ifndef SODLIB_CPU_NAMESPACE
+#error "define SODLIB_CPU_NAMESPACE before including prroi_pool_kernels.h"
+#endif
 
 namespace sodlib {
 namespace prroi {
+namespace SODLIB_CPU_NAMESPACE {
 namespace {
 
 // Consecutive pixels first, first + 1, ... along one axis with their weights.
@@ -78,6 +88,41 @@ class AxisTaps {
   }
   std::vector<int64_t> first_;
   std::vector<int64_t> offset_;
+  std::vector<T> weight_;
+};
+
+// The transpose of AxisTaps: for each pixel p = first .. first + pixels - 1 along one axis, the bins that
+// cover it with their weights. The feature gradient gathers with it (each pixel sums what its bins send),
+// so that every gradient value is written once instead of once per bin.
+template <typename T>
+class PixelTaps {
+ public:
+  void fill(const AxisTaps<T>& bins, int64_t n_bins, int64_t first, int64_t pixels) {
+    offset_.assign(pixels + 1, 0);
+    for (int64_t b = 0; b < n_bins; ++b) {
+      const Taps<T> taps = bins[b];
+      for (int64_t j = 0; j < taps.count; ++j) ++offset_[taps.first + j - first + 1];
+    }
+    for (int64_t p = 0; p < pixels; ++p) offset_[p + 1] += offset_[p];
+    bin_.resize(offset_[pixels]);
+    weight_.resize(offset_[pixels]);
+    next_.assign(offset_.begin(), offset_.end() - 1);
+    for (int64_t b = 0; b < n_bins; ++b) {
+      const Taps<T> taps = bins[b];
+      for (int64_t j = 0; j < taps.count; ++j) {
+        const int64_t slot = next_[taps.first + j - first]++;
+        bin_[slot] = b;
+        weight_[slot] = taps.weight[j];
+      }
+    }
+  }
+  // the bins covering pixel first + p: bin(p)[0 .. count(p)) with weight(p)[...]
+  int64_t count(int64_t p) const { return offset_[p + 1] - offset_[p]; }
+  const int64_t* bin(int64_t p) const { return bin_.data() + offset_[p]; }
+  const T* weight(int64_t p) const { return weight_.data() + offset_[p]; }
+
+ private:
+  std::vector<int64_t> offset_, next_, bin_;
   std::vector<T> weight_;
 };
 
@@ -259,6 +304,14 @@ constexpr int64_t kBlock = 8;
 
 int64_t channel_blocks(int64_t channels) { return (channels + kBlock - 1) / kBlock; }
 
+// The kBlock channels of one pixel as a GCC / Clang vector: updates written with it compile to vector
+// instructions for any instruction set, where the same loops over an array are left to the vectoriser,
+// which handles them differently from one build to the next.
+template <typename T>
+struct Channels {
+  typedef T type __attribute__((vector_size(kBlock * sizeof(T))));
+};
+
 // blocks[n][b][y][x][c] = input[n][b * kBlock + c][y][x], 0 past the last channel
 template <typename scalar_t, typename acc_t>
 void to_blocks(const scalar_t* input, int64_t batch, int64_t channels, int64_t plane, acc_t* blocks) {
@@ -295,39 +348,50 @@ void from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64_t p
   });
 }
 
-// The pixels any bin of a RoI touches: rows y0 .. y0 + rows - 1 and columns x0 .. x0 + cols - 1 of a
-// block of channels whose rows are row_stride values apart (data points at pixel (y0, x0)).
+// The pixels any bin of a RoI touches: rows y0 .. y0 + rows - 1, columns x0 .. x0 + cols - 1.
+struct Extent {
+  int64_t y0, x0, rows, cols;
+};
+
+template <typename G>
+Extent roi_extent(const G& g, const Shapes& s) {
+  // the RoI ends where its last bin ends, computed as in AxisTaps::fill_bins
+  const auto y_end = g.y1 + static_cast<decltype(g.y1)>(s.pooled_height) * g.bin_h;
+  const auto x_end = g.x1 + static_cast<decltype(g.x1)>(s.pooled_width) * g.bin_w;
+  Extent e;
+  e.y0 = first_pixel(g.y1);
+  e.x0 = first_pixel(g.x1);
+  e.rows = std::max<int64_t>(0, last_pixel(y_end, s.height) - e.y0 + 1);
+  e.cols = std::max<int64_t>(0, last_pixel(x_end, s.width) - e.x0 + 1);
+  return e;
+}
+
+// A RoI's pixels in one block of channels, whose rows are row_stride values apart (data points at (y0, x0)).
 template <typename T>
 struct Window {
   T* data;
   int64_t y0, x0, rows, cols, row_stride;
 };
 
-template <typename T, typename G>
-Window<T> roi_window(T* blocks, const G& g, int64_t block, const Shapes& s) {
-  // the RoI ends where its last bin ends, computed as in AxisTaps::fill_bins
-  const auto y_end = g.y1 + static_cast<decltype(g.y1)>(s.pooled_height) * g.bin_h;
-  const auto x_end = g.x1 + static_cast<decltype(g.x1)>(s.pooled_width) * g.bin_w;
-  Window<T> w;
-  w.y0 = first_pixel(g.y1);
-  w.x0 = first_pixel(g.x1);
-  w.rows = std::max<int64_t>(0, last_pixel(y_end, s.height) - w.y0 + 1);
-  w.cols = std::max<int64_t>(0, last_pixel(x_end, s.width) - w.x0 + 1);
-  w.row_stride = s.width * kBlock;
-  w.data = blocks + (((g.batch * channel_blocks(s.out_channels) + block) * s.height + w.y0) * s.width + w.x0) * kBlock;
-  return w;
+template <typename T>
+Window<T> roi_window(T* blocks, int64_t batch, const Extent& e, int64_t block, const Shapes& s) {
+  const int64_t image = batch * channel_blocks(s.out_channels) + block;
+  return Window<T>{blocks + ((image * s.height + e.y0) * s.width + e.x0) * kBlock, e.y0, e.x0, e.rows, e.cols,
+                   s.width * kBlock};
 }
 
 // strip[x][c] = sum_i taps.weight[i] * window[taps.first + i][x][c], for every column x of the window:
 // one bin row integrated over y (or, with edge taps, interpolated along a horizontal line)
 template <typename T>
 void integrate_rows(const Window<const T>& w, Taps<T> taps, T* __restrict strip) {
-  const int64_t n = w.cols * kBlock;
-  std::fill(strip, strip + n, T(0));
-  for (int i = 0; i < taps.count; ++i) {
-    const T* __restrict row = w.data + (taps.first + i - w.y0) * w.row_stride;
-    const T weight = taps.weight[i];
-    for (int64_t t = 0; t < n; ++t) strip[t] += weight * row[t];
+  typename Channels<T>::type sum, pixel;
+  for (int64_t x = 0; x < w.cols; ++x) {
+    sum = typename Channels<T>::type{};
+    for (int i = 0; i < taps.count; ++i) {
+      std::memcpy(&pixel, w.data + (taps.first + i - w.y0) * w.row_stride + x * kBlock, sizeof pixel);
+      sum += taps.weight[i] * pixel;
+    }
+    std::memcpy(strip + x * kBlock, &sum, sizeof sum);
   }
 }
 
@@ -346,37 +410,12 @@ void integrate_columns(const Window<const T>& w, Taps<T> taps, T* __restrict str
 // sum[c] = sum_j taps.weight[j] * strip[taps.first + j - origin][c]
 template <typename T>
 void combine(const T* __restrict strip, int64_t origin, Taps<T> taps, T* __restrict sum) {
-  T total[kBlock] = {};  // a local array the compiler keeps in registers
+  typename Channels<T>::type total = {}, pixel;
   for (int j = 0; j < taps.count; ++j) {
-    const T* pixel = strip + (taps.first + j - origin) * kBlock;
-    const T weight = taps.weight[j];
-    for (int64_t c = 0; c < kBlock; ++c) total[c] += weight * pixel[c];
+    std::memcpy(&pixel, strip + (taps.first + j - origin) * kBlock, sizeof pixel);
+    total += taps.weight[j] * pixel;
   }
-  std::copy(total, total + kBlock, sum);
-}
-
-// the transposes of combine and integrate_rows, for the feature gradient:
-// strip[taps.first + j - origin][c] += taps.weight[j] * value[c]
-template <typename T>
-void spread(const T* __restrict value, int64_t origin, Taps<T> taps, T* __restrict strip) {
-  for (int j = 0; j < taps.count; ++j) {
-    T* pixel = strip + (taps.first + j - origin) * kBlock;
-    const T weight = taps.weight[j];
-    T sum[kBlock];  // written this way, GCC vectorises the update (in place, it stays scalar)
-    for (int64_t c = 0; c < kBlock; ++c) sum[c] = pixel[c] + weight * value[c];
-    std::copy(sum, sum + kBlock, pixel);
-  }
-}
-
-// window[taps.first + i][x][c] += taps.weight[i] * strip[x][c]
-template <typename T>
-void spread_rows(const T* __restrict strip, Taps<T> taps, const Window<T>& w) {
-  const int64_t n = w.cols * kBlock;
-  for (int i = 0; i < taps.count; ++i) {
-    T* __restrict row = w.data + (taps.first + i - w.y0) * w.row_stride;
-    const T weight = taps.weight[i];
-    for (int64_t t = 0; t < n; ++t) row[t] += weight * strip[t];
-  }
+  std::memcpy(sum, &total, sizeof total);
 }
 
 // values[bin][c] = grad[c][bin] for the `channels` channels of a block, 0 past them: one RoI's gradient with
@@ -414,7 +453,7 @@ void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, c
       rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
-        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g, b, s);
+        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g.batch, roi_extent(g, s), b, s);
         const int64_t block_channels = std::min(kBlock, s.out_channels - b * kBlock);
         for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
@@ -430,31 +469,50 @@ void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, c
 }
 
 // grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area:
-// the forward passes transposed (spread each bin over its columns, then each bin row over its rows).
+// the forward passes transposed, each as a gather over the pixel's bins (PixelTaps):
+//     strips[ph][j][c] = sum_pw A_x(pw; j) grad[c][ph][pw],   grad_blocks[i][j][c] += sum_ph A_y(ph; i) / area * strips[ph][j][c].
 // Threads split the channel blocks, so no two threads write the same gradient.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                                  acc_t* grad_blocks) {
-  const int64_t bins = s.bins();
+  const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
   at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
-    std::vector<acc_t> strip(s.width * kBlock), grad(bins * kBlock);
+    PixelTaps<acc_t> column_bins, row_bins;
+    std::vector<acc_t> strips(kh * s.width * kBlock), grad(bins * kBlock);
+    typename Channels<acc_t>::type sum, value;
     for (int64_t k = 0; k < s.rois; ++k) {
-      const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
+      const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
-      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
-      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      columns.fill_bins(g.x1, g.bin_w, kw, s.width);
+      rows.fill_bins(g.y1, g.bin_h, kh, s.height);
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      const Extent e = roi_extent(g, s);
+      column_bins.fill(columns, kw, e.x0, e.cols);
+      row_bins.fill(rows, kh, e.y0, e.rows);
       for (int64_t b = begin; b < end; ++b) {
-        const Window<acc_t> w = roi_window<acc_t>(grad_blocks, g, b, s);
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
-        for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-          std::fill(strip.begin(), strip.begin() + w.cols * kBlock, acc_t(0));
-          for (int64_t pw = 0; pw < s.pooled_width; ++pw)
-            spread(grad.data() + (ph * s.pooled_width + pw) * kBlock, w.x0, columns[pw], strip.data());
-          spread_rows(strip.data(), rows[ph], w);
-        }
+        for (int64_t ph = 0; ph < kh; ++ph)
+          for (int64_t x = 0; x < e.cols; ++x) {
+            sum = typename Channels<acc_t>::type{};
+            for (int64_t t = 0; t < column_bins.count(x); ++t) {
+              std::memcpy(&value, grad.data() + (ph * kw + column_bins.bin(x)[t]) * kBlock, sizeof value);
+              sum += column_bins.weight(x)[t] * value;
+            }
+            std::memcpy(strips.data() + (ph * e.cols + x) * kBlock, &sum, sizeof sum);
+          }
+        const Window<acc_t> w = roi_window<acc_t>(grad_blocks, g.batch, e, b, s);
+        for (int64_t i = 0; i < e.rows; ++i)
+          for (int64_t x = 0; x < e.cols; ++x) {
+            acc_t* at = w.data + i * w.row_stride + x * kBlock;
+            std::memcpy(&sum, at, sizeof sum);
+            for (int64_t t = 0; t < row_bins.count(i); ++t) {
+              std::memcpy(&value, strips.data() + (row_bins.bin(i)[t] * e.cols + x) * kBlock, sizeof value);
+              sum += row_bins.weight(i)[t] * value;
+            }
+            std::memcpy(at, &sum, sizeof sum);
+          }
       }
     }
   });
@@ -496,7 +554,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const acc_t* blocks
       }
       for (auto* sums : {&left, &right, &top, &bottom}) std::fill(sums->begin(), sums->end(), acc_t(0));
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
-        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g, b, s);
+        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g.batch, roi_extent(g, s), b, s);
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
         // vertical line x = column edge e: the left edge of bin pw = e and the right edge of bin e - 1
@@ -569,7 +627,9 @@ at::Tensor blocked_map(const at::Tensor& input) {
   return blocks;
 }
 
-at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+}  // namespace
+
+at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                        int64_t pooled_height, int64_t pooled_width, bool position_sensitive) {
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(input, rois, pooled_height, pooled_width, position_sensitive);
@@ -590,7 +650,7 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& rois, double s
   return output;
 }
 
-at::Tensor backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& rois, double spatial_scale,
+at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois, double spatial_scale,
                               int64_t pooled_height, int64_t pooled_width, bool position_sensitive,
                               int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const auto acc_type = at::toOpMathType(grad_output.scalar_type());
@@ -623,7 +683,7 @@ at::Tensor backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& r
   return grad_input.to(grad_output.scalar_type());
 }
 
-at::Tensor backward_rois_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& rois,
+at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& rois,
                              const at::Tensor& output, double spatial_scale, int64_t pooled_height,
                              int64_t pooled_width, bool position_sensitive) {
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
@@ -656,13 +716,6 @@ at::Tensor backward_rois_cpu(const at::Tensor& grad_output, const at::Tensor& in
   return grad_rois.to(rois.scalar_type());
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(sodlib, CPU, m) {
-  m.impl("prroi_pool_forward", &forward_cpu);
-  m.impl("prroi_pool_backward_input", &backward_input_cpu);
-  m.impl("prroi_pool_backward_rois", &backward_rois_cpu);
-}
-
+}  // namespace SODLIB_CPU_NAMESPACE
 }  // namespace prroi
 }  // namespace sodlib
