@@ -13,7 +13,9 @@ def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str])
     assert code == 0
     assert "4 RoIs" in out and "38x63" in out
     for label in ("PrRoI: reference / compiled", "PS-PrRoI: compiled / ps_roi_align(sr=2)"):
-        assert label in out
+        for cache in ("cold", "warm"):
+            assert f"{cache}   {label}" in out
+    assert "cpu     warm   prroi_pool " in out
 
 
 def test_bench_rejects_bad_counts() -> None:
@@ -27,6 +29,7 @@ def test_ratio_table_divides_the_right_way() -> None:
     assert rows["PrRoI: reference / compiled (speed-up)"]["forward"] == 30.0
     assert rows["PrRoI: compiled / roi_align(sr=2) (time ratio)"]["forward"] == 0.5
     assert rows["PS-PrRoI: reference / compiled (speed-up)"]["forward"] is None
+    assert rows["PrRoI: reference / compiled (speed-up)"]["cache"] == "cold"
     assert "30.00" in format_ratio_table(list(rows.values()))
     times = format_times_table(timings)
     assert "1000.000" in times and "30000.000" in times

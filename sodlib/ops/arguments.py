@@ -98,7 +98,8 @@ def check_pooling_arguments(
                         f"rois.to(input.dtype)" + (" or keep rois float32" if len(allowed) > 1 else ""))
     if rois.device.type == "cpu" and rois.numel() and not torch.compiler.is_compiling():
         batch_index = rois[:, 0].detach()
-        if not bool(((batch_index == batch_index.round()) & (batch_index >= 0) & (batch_index < input.shape[0])).all()):
+        # an index is valid if it equals itself rounded down and clamped into [0, N - 1] (NaN never does)
+        if not bool((batch_index == batch_index.trunc().clamp_(0, input.shape[0] - 1)).all()):
             raise ValueError(f"{op_name}: rois[:, 0] must hold integer batch indices in [0, {input.shape[0]}), "
                              f"got {batch_index.unique().tolist()[:8]}")
     return rois, kh, kw

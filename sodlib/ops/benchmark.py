@@ -10,7 +10,11 @@ The workload is R-FCN-sized (seed 000, R-FCN): a stride-16 feature map of a 600 
 
 "forward + backward" is the forward pass and the gradient of the features (the usual training case,
 where proposals are constants); a separate row adds the box gradient.
-Times are the fastest of interleaved repeats; only ratios measured in the same run are meant to be compared.
+
+The ops take turns, and each turn runs its op twice in a row: the first run ("cold") finds the caches
+filled by the other ops (the PS maps alone are 10 MB), as an op inside a network does; the second ("warm")
+finds its own data in cache, as back-to-back timers such as ``torch.utils.benchmark`` measure.
+Times are the fastest of the repeats; only ratios measured in the same run are meant to be compared.
 """
 from __future__ import annotations
 
@@ -60,37 +64,47 @@ def random_boxes(workload: Workload, generator: torch.Generator) -> Tensor:
 
 @dataclass(frozen=True)
 class Timing:
-    """Fastest seconds of one op on one device in one mode (``forward``, ``forward+backward``, ...)."""
+    """Fastest seconds of one op on one device in one mode (``forward``, ``forward+backward``, ...), with the
+    caches ``cold`` (run after the other ops) or ``warm`` (run right after itself)."""
 
     op: str
     device: str
     mode: str
     seconds: float
+    cache: str = "cold"
+
+CACHES = ("cold", "warm")
 
 
 def fastest_seconds(calls: dict[str, Callable[[], object]], counts: dict[str, int], device: torch.device,
-                    warmup: int = 1) -> dict[str, float]:
-    """Fastest wall time of each ``calls[name]()`` over ``counts[name]`` runs.
+                    warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Fastest wall time of each ``calls[name]()`` over ``counts[name]`` turns, cold and warm:
+    ``{name: {"cold": s, "warm": s}}``.
 
-    The calls take turns (round-robin), so that load from other processes falls on all of them alike,
-    and the fastest run is the one least disturbed by it. CUDA is synchronised around every run.
+    The calls take turns (round-robin), so that load from other processes falls on all of them alike, and
+    the fastest run is the one least disturbed by it. In its turn a call runs twice: the first run is timed
+    as "cold" (after the other calls), the second as "warm". CUDA is synchronised around every run.
     """
     def synchronize() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def seconds(fn: Callable[[], object]) -> float:
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        return time.perf_counter() - start
+
     for fn in calls.values():
         for _ in range(warmup):
             fn()
-    best = {name: math.inf for name in calls}
+    best = {name: {cache: math.inf for cache in CACHES} for name in calls}
     for round_ in range(max(counts.values())):
         for name, fn in calls.items():
             if round_ < counts[name]:
-                synchronize()
-                start = time.perf_counter()
-                fn()
-                synchronize()
-                best[name] = min(best[name], time.perf_counter() - start)
+                for cache in CACHES:
+                    best[name][cache] = min(best[name][cache], seconds(fn))
     return best
 
 
@@ -137,8 +151,9 @@ def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Wor
         # torchvision's ops have no box gradient
         names = [n for n in ops if mode != "forward+backward incl. boxes" or "roi_align" not in n]
         calls = {name: make(*ops[name]) for name in names}
-        for name, seconds in fastest_seconds(calls, counts, device).items():
-            timings.append(Timing(name, device.type, mode, seconds))
+        for name, by_cache in fastest_seconds(calls, counts, device).items():
+            for cache, seconds in by_cache.items():
+                timings.append(Timing(name, device.type, mode, seconds, cache))
     return timings
 
 
@@ -154,14 +169,14 @@ MODES = ["forward", "forward+backward", "forward+backward incl. boxes"]
 
 
 def ratio_table(timings: list[Timing]) -> list[dict[str, object]]:
-    """One row per (device, comparison): the ratio in each mode (``None`` where not measured)."""
-    seconds = {(t.device, t.op, t.mode): t.seconds for t in timings}
+    """One row per (device, caches, comparison): the ratio in each mode (``None`` where not measured)."""
+    seconds = {(t.device, t.cache, t.op, t.mode): t.seconds for t in timings}
     rows = []
-    for device in dict.fromkeys(t.device for t in timings):
+    for device, cache in dict.fromkeys((t.device, t.cache) for t in timings):
         for label, ours, other, kind in COMPARISONS:
-            row: dict[str, object] = {"device": device, "comparison": label}
+            row: dict[str, object] = {"device": device, "cache": cache, "comparison": label}
             for mode in MODES:
-                a, b = seconds.get((device, ours, mode)), seconds.get((device, other, mode))
+                a, b = seconds.get((device, cache, ours, mode)), seconds.get((device, cache, other, mode))
                 row[mode] = None if a is None or b is None else (b / a if kind == "speedup" else a / b)
             rows.append(row)
     return rows
@@ -169,22 +184,22 @@ def ratio_table(timings: list[Timing]) -> list[dict[str, object]]:
 
 def format_ratio_table(rows: list[dict[str, object]]) -> str:
     """Plain-text table of :func:`ratio_table` rows, ratios to two decimals."""
-    header = f"{'device':<6}  {'comparison':<52}" + "".join(f"  {mode:>28}" for mode in MODES)
+    header = f"{'device':<6}  {'cache':<5}  {'comparison':<52}" + "".join(f"  {mode:>28}" for mode in MODES)
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"  {'-' if row[m] is None else format(row[m], '.2f'):>28}" for m in MODES)
-        lines.append(f"{row['device']:<6}  {row['comparison']:<52}{cells}")
+        lines.append(f"{row['device']:<6}  {row['cache']:<5}  {row['comparison']:<52}{cells}")
     return "\n".join(lines)
 
 
 def format_times_table(timings: list[Timing]) -> str:
-    """Plain-text table of the fastest times in milliseconds, one row per (device, op)."""
-    seconds = {(t.device, t.op, t.mode): t.seconds for t in timings}
-    header = f"{'device':<6}  {'op':<32}" + "".join(f"  {mode + ' (ms)':>33}" for mode in MODES)
+    """Plain-text table of the fastest times in milliseconds, one row per (device, caches, op)."""
+    seconds = {(t.device, t.cache, t.op, t.mode): t.seconds for t in timings}
+    header = f"{'device':<6}  {'cache':<5}  {'op':<32}" + "".join(f"  {mode + ' (ms)':>33}" for mode in MODES)
     lines = [header, "-" * len(header)]
-    for device, op in dict.fromkeys((t.device, t.op) for t in timings):
-        cells = "".join(f"  {'-' if (device, op, m) not in seconds else format(seconds[device, op, m] * 1e3, '.3f'):>33}"
-                        for m in MODES)
-        lines.append(f"{device:<6}  {op:<32}{cells}")
+    for device, cache, op in dict.fromkeys((t.device, t.cache, t.op) for t in timings):
+        cells = "".join(
+            f"  {'-' if (device, cache, op, m) not in seconds else format(seconds[device, cache, op, m] * 1e3, '.3f'):>33}"
+            for m in MODES)
+        lines.append(f"{device:<6}  {cache:<5}  {op:<32}{cells}")
     return "\n".join(lines)
-
