@@ -182,3 +182,27 @@ def test_baseline_and_avx2_builds_of_the_cpu_kernels_agree(tmp_path) -> None:
             scale = float(b.abs().max()) if b.numel() else 1.0
             tolerance = {"rtol": 1e-4, "atol": 1e-4 * scale} if key[1] == torch.float32 else {"rtol": 1e-10, "atol": 1e-12 * scale}
             torch.testing.assert_close(a, b, **tolerance)
+
+
+@pytest.mark.skipif(not has_compiled_kernel(torch.device("cpu")), reason="needs the compiled extension")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_plain_kernels_give_the_same_result_from_the_whole_map_and_from_roi_windows(dtype) -> None:
+    """Many RoIs make the CPU kernels copy the whole map into channel blocks, one RoI copies only its window:
+    pooling the RoIs together or one by one must agree."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 19, 40, 50, dtype=dtype)
+    rois = mixed_rois(40, 2, 40, 50, 0.5, seed=5, dtype=dtype)
+    grad = torch.randn(len(rois), 19, 3, 4, dtype=dtype)
+    ops = torch.ops.sodlib
+    together = ops.prroi_pool_forward(features, rois, 0.5, 3, 4, False)
+    together_input = ops.prroi_pool_backward_input(grad, rois, 0.5, 3, 4, False, *features.shape)
+    together_rois = ops.prroi_pool_backward_rois(grad, features, rois, together, 0.5, 3, 4, False)
+    one_by_one = torch.cat([ops.prroi_pool_forward(features, rois[k:k + 1], 0.5, 3, 4, False) for k in range(len(rois))])
+    input_sum = sum(ops.prroi_pool_backward_input(grad[k:k + 1], rois[k:k + 1], 0.5, 3, 4, False, *features.shape)
+                    for k in range(len(rois)))
+    rois_grad = torch.cat([ops.prroi_pool_backward_rois(grad[k:k + 1], features, rois[k:k + 1], together[k:k + 1],
+                                                       0.5, 3, 4, False) for k in range(len(rois))])
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(one_by_one, together, **tolerance)
+    torch.testing.assert_close(input_sum, together_input, **tolerance)
+    torch.testing.assert_close(rois_grad, together_rois, **tolerance)

@@ -295,10 +295,10 @@ void ps_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input,
 //     strip[ph][x][c] = sum_i A_y(ph; i) / area * w[c][i][x]     (rows first, at every column x of the RoI)
 //     out[c][ph][pw]  = sum_j A_x(pw; j) * strip[ph][j][c]       (then each bin's few columns)
 //
-// Both passes run over channels innermost, kBlock channels at a time: the feature map is first copied
-// into blocks [N][C / kBlock][H][W][kBlock] (channels past C are 0), so that a row of a RoI is one
-// contiguous run of memory and the innermost loops have a fixed length the compiler vectorises.
-// The feature gradient is accumulated in the same blocked layout and copied back at the end.
+// Both passes run over channels innermost, kBlock channels at a time, on pixels copied into blocks
+// [...][H][W][kBlock] (channels past C are 0): the whole map once, or each RoI's window (BlockedPixels),
+// so that the innermost loops work on one vector of kBlock channels (the Channels type). The feature
+// gradient is accumulated in the same layout and added back to grad_input (BlockedGradient).
 
 constexpr int64_t kBlock = 8;
 
@@ -380,6 +380,80 @@ Window<T> roi_window(T* blocks, int64_t batch, const Extent& e, int64_t block, c
                    s.width * kBlock};
 }
 
+// Where the kernels find a RoI's pixels in blocks of channels. When the RoIs together cover at least the
+// map's area (each pixel is then read at least once), the whole map is copied into blocks once per call
+// (`blocks`); otherwise each RoI's window is copied when it is needed, so that a few small RoIs on a large
+// map (an FPN's fine levels) cost their windows, not the map.
+template <typename scalar_t, typename acc_t>
+class BlockedPixels {
+ public:
+  BlockedPixels(const scalar_t* input, const acc_t* blocks, const Shapes& s) : input_(input), blocks_(blocks), s_(s) {}
+
+  Window<const acc_t> window(int64_t batch, const Extent& e, int64_t block) {
+    if (blocks_ != nullptr) return roi_window<const acc_t>(blocks_, batch, e, block, s_);
+    buffer_.resize(e.rows * e.cols * kBlock);
+    const int64_t channels = std::min(kBlock, s_.out_channels - block * kBlock);
+    for (int64_t c = 0; c < kBlock; ++c) {
+      const scalar_t* plane = input_ + ((batch * s_.in_channels + block * kBlock + c) * s_.height + e.y0) * s_.width + e.x0;
+      for (int64_t y = 0; y < e.rows; ++y)
+        for (int64_t x = 0; x < e.cols; ++x)
+          buffer_[(y * e.cols + x) * kBlock + c] = c < channels ? static_cast<acc_t>(plane[y * s_.width + x]) : acc_t(0);
+    }
+    return Window<const acc_t>{buffer_.data(), e.y0, e.x0, e.rows, e.cols, e.cols * kBlock};
+  }
+
+ private:
+  const scalar_t* input_;
+  const acc_t* blocks_;
+  const Shapes& s_;
+  std::vector<acc_t> buffer_;
+};
+
+// Where the feature gradient of a RoI's window accumulates: in the blocked gradient of the whole map
+// (`grad_blocks`, copied to grad_input at the end), or in a zeroed window that close() adds to grad_input.
+template <typename acc_t>
+class BlockedGradient {
+ public:
+  BlockedGradient(acc_t* grad_input, acc_t* grad_blocks, const Shapes& s)
+      : grad_input_(grad_input), grad_blocks_(grad_blocks), s_(s) {}
+
+  Window<acc_t> open(int64_t batch, const Extent& e, int64_t block) {
+    if (grad_blocks_ != nullptr) return roi_window<acc_t>(grad_blocks_, batch, e, block, s_);
+    buffer_.assign(e.rows * e.cols * kBlock, acc_t(0));
+    return Window<acc_t>{buffer_.data(), e.y0, e.x0, e.rows, e.cols, e.cols * kBlock};
+  }
+
+  void close(int64_t batch, const Extent& e, int64_t block) {
+    if (grad_blocks_ != nullptr) return;
+    const int64_t channels = std::min(kBlock, s_.out_channels - block * kBlock);
+    for (int64_t c = 0; c < channels; ++c) {
+      acc_t* plane = grad_input_ + ((batch * s_.in_channels + block * kBlock + c) * s_.height + e.y0) * s_.width + e.x0;
+      for (int64_t y = 0; y < e.rows; ++y)
+        for (int64_t x = 0; x < e.cols; ++x) plane[y * s_.width + x] += buffer_[(y * e.cols + x) * kBlock + c];
+    }
+  }
+
+ private:
+  acc_t* grad_input_;
+  acc_t* grad_blocks_;
+  const Shapes& s_;
+  std::vector<acc_t> buffer_;
+};
+
+// true if the RoIs' windows add up to at least the area of the map (then copying the whole map pays)
+template <typename acc_t>
+bool rois_cover_map(const acc_t* rois, acc_t scale, const Shapes& s) {
+  int64_t area = 0;
+  for (int64_t k = 0; k < s.rois; ++k) {
+    const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
+    if (!g.valid) continue;
+    const Extent e = roi_extent(g, s);
+    area += e.rows * e.cols;
+    if (area >= s.batch * s.height * s.width) return true;
+  }
+  return false;
+}
+
 // strip[x][c] = sum_i taps.weight[i] * window[taps.first + i][x][c], for every column x of the window:
 // one bin row integrated over y (or, with edge taps, interpolated along a horizontal line)
 template <typename T>
@@ -436,9 +510,11 @@ T dot(const T* a, const T* b) {
 
 // output[k, c, ph, pw] = sum_ij A_y(ph; i) A_x(pw; j) w[c][i][j] / bin area, parallel over RoIs
 template <typename scalar_t, typename acc_t>
-void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, const Shapes& s, scalar_t* output) {
+void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_t* rois, acc_t scale, const Shapes& s,
+                          scalar_t* output) {
   const int64_t bins = s.bins();
   at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
+    BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows;
     std::vector<acc_t> strip(s.width * kBlock);
     acc_t sum[kBlock];
@@ -452,8 +528,9 @@ void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, c
       columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
       rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      const Extent e = roi_extent(g, s);
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
-        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g.batch, roi_extent(g, s), b, s);
+        const Window<const acc_t> w = pixels.window(g.batch, e, b);
         const int64_t block_channels = std::min(kBlock, s.out_channels - b * kBlock);
         for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
@@ -474,11 +551,12 @@ void plain_forward_kernel(const acc_t* blocks, const acc_t* rois, acc_t scale, c
 // Threads split the channel blocks, so no two threads write the same gradient.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
-                                 acc_t* grad_blocks) {
+                                 acc_t* grad_input, acc_t* grad_blocks) {
   const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
   at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
     PixelTaps<acc_t> column_bins, row_bins;
+    BlockedGradient<acc_t> gradient(grad_input, grad_blocks, s);
     std::vector<acc_t> strips(kh * s.width * kBlock), grad(bins * kBlock);
     typename Channels<acc_t>::type sum, value;
     for (int64_t k = 0; k < s.rois; ++k) {
@@ -502,7 +580,7 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
             }
             std::memcpy(strips.data() + (ph * e.cols + x) * kBlock, &sum, sizeof sum);
           }
-        const Window<acc_t> w = roi_window<acc_t>(grad_blocks, g.batch, e, b, s);
+        const Window<acc_t> w = gradient.open(g.batch, e, b);
         for (int64_t i = 0; i < e.rows; ++i)
           for (int64_t x = 0; x < e.cols; ++x) {
             acc_t* at = w.data + i * w.row_stride + x * kBlock;
@@ -513,6 +591,7 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
             }
             std::memcpy(at, &sum, sizeof sum);
           }
+        gradient.close(g.batch, e, b);
       }
     }
   });
@@ -525,10 +604,12 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
 // the bin's rows is sum_j hat(e - j) strip[ph][j] (edge taps instead of bin taps in the second pass), and
 // along a horizontal line the same with rows and columns swapped.
 template <typename scalar_t, typename acc_t>
-void plain_backward_rois_kernel(const scalar_t* grad_output, const acc_t* blocks, const acc_t* rois,
-                                const scalar_t* output, acc_t scale, const Shapes& s, acc_t* grad_rois) {
+void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, const acc_t* blocks,
+                                const acc_t* rois, const scalar_t* output, acc_t scale, const Shapes& s,
+                                acc_t* grad_rois) {
   const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
   at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
+    BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows, column_edges, row_edges;
     std::vector<acc_t> strip(std::max(s.height, s.width) * kBlock), grad(bins * kBlock);
     acc_t edge[kBlock];
@@ -553,8 +634,9 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const acc_t* blocks
           grad_out[b] += static_cast<acc_t>(grad_output[o + b]) * static_cast<acc_t>(output[o + b]);
       }
       for (auto* sums : {&left, &right, &top, &bottom}) std::fill(sums->begin(), sums->end(), acc_t(0));
+      const Extent e = roi_extent(g, s);
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
-        const Window<const acc_t> w = roi_window<const acc_t>(blocks, g.batch, roi_extent(g, s), b, s);
+        const Window<const acc_t> w = pixels.window(g.batch, e, b);
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
         // vertical line x = column edge e: the left edge of bin pw = e and the right edge of bin e - 1
@@ -643,8 +725,10 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, double spati
     if (position_sensitive) {
       ps_forward_kernel(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
     } else {
-      const auto blocks = blocked_map<scalar_t, acc_t>(input_c);
-      plain_forward_kernel(blocks.data_ptr<acc_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
+      const auto blocks = rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(input_c)
+                                                                             : at::Tensor();
+      plain_forward_kernel(input_c.data_ptr<scalar_t>(), blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr,
+                           rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
     }
   });
   return output;
@@ -654,10 +738,7 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
                               int64_t pooled_height, int64_t pooled_width, bool position_sensitive,
                               int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const auto acc_type = at::toOpMathType(grad_output.scalar_type());
-  // plain pooling writes every value of grad_input from its blocked copy; position-sensitive adds into it
-  auto grad_input = position_sensitive
-                        ? at::zeros({batch_size, channels, height, width}, grad_output.options().dtype(acc_type))
-                        : at::empty({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
+  auto grad_input = at::empty({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.rois && grad_output.size(1) == s.out_channels &&
@@ -670,14 +751,21 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "prroi_pool_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto scale = static_cast<acc_t>(spatial_scale);
+    // plain pooling over many RoIs writes every value of grad_input from its blocked copy; otherwise the
+    // kernels add into a zeroed grad_input
+    const bool whole_map = !position_sensitive && rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s);
+    if (!whole_map) grad_input.zero_();
     if (position_sensitive) {
       ps_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
                                grad_input.data_ptr<acc_t>());
-    } else {
+    } else if (whole_map) {
       auto grad_blocks = at::zeros({batch_size, channel_blocks(channels), height, width, kBlock}, grad_input.options());
       plain_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
-                                  grad_blocks.data_ptr<acc_t>());
+                                  grad_input.data_ptr<acc_t>(), grad_blocks.data_ptr<acc_t>());
       from_blocks(grad_blocks.data_ptr<acc_t>(), batch_size, channels, height * width, grad_input.data_ptr<acc_t>());
+    } else {
+      plain_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
+                                  grad_input.data_ptr<acc_t>(), static_cast<acc_t*>(nullptr));
     }
   });
   return grad_input.to(grad_output.scalar_type());
@@ -708,8 +796,10 @@ at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input,
       ps_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
                               output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
     } else {
-      const auto blocks = blocked_map<scalar_t, acc_t>(input_c);
-      plain_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), blocks.data_ptr<acc_t>(), rois_c.data_ptr<acc_t>(),
+      const auto blocks = rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(input_c)
+                                                                             : at::Tensor();
+      plain_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(),
+                                 blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr, rois_c.data_ptr<acc_t>(),
                                  output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
     }
   });
