@@ -107,5 +107,18 @@ SODLIB_HOST_DEVICE int64_t input_channel(int64_t c, int64_t ph, int64_t pw, int6
   return position_sensitive ? (c * pooled_height + ph) * pooled_width + pw : c;
 }
 
+// The sizes of one call: RoIs K, input [N, C, H, W], output [K, C', kh, kw] (C' = C, or C / (kh kw) for
+// position-sensitive pooling).
+struct Shapes {
+  int64_t rois, batch, in_channels, height, width, out_channels, pooled_height, pooled_width;
+  bool position_sensitive;
+  SODLIB_HOST_DEVICE int64_t bins() const { return pooled_height * pooled_width; }
+  // offset of the input plane that output channel c reads at bin (ph, pw) of image n
+  SODLIB_HOST_DEVICE int64_t plane_offset(int64_t n, int64_t c, int64_t ph, int64_t pw) const {
+    return (n * in_channels + input_channel(c, ph, pw, pooled_height, pooled_width, position_sensitive)) *
+           height * width;
+  }
+};
+
 }  // namespace prroi
 }  // namespace sodlib

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "prroi_math.h"
+
 namespace sodlib {
 namespace prroi {
 
@@ -29,6 +31,41 @@ inline void check_pooling_arguments(const at::Tensor& input, const at::Tensor& r
 inline int64_t output_channels(int64_t input_channels, int64_t pooled_height, int64_t pooled_width,
                                bool position_sensitive) {
   return position_sensitive ? input_channels / (pooled_height * pooled_width) : input_channels;
+}
+
+// The sizes of a call from its input (or, for the feature gradient, the gradient's shape) and RoIs.
+inline Shapes shapes_of(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width,
+                        bool position_sensitive) {
+  Shapes s;
+  s.rois = rois.size(0);
+  s.batch = input.size(0);
+  s.in_channels = input.size(1);
+  s.height = input.size(2);
+  s.width = input.size(3);
+  s.out_channels = output_channels(s.in_channels, pooled_height, pooled_width, position_sensitive);
+  s.pooled_height = pooled_height;
+  s.pooled_width = pooled_width;
+  s.position_sensitive = position_sensitive;
+  return s;
+}
+
+// prroi_pool_backward_input: grad_output must be [K, C', kh, kw]
+inline void check_backward_input_arguments(const at::Tensor& grad_output, const Shapes& s) {
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.rois && grad_output.size(1) == s.out_channels &&
+                  grad_output.size(2) == s.pooled_height && grad_output.size(3) == s.pooled_width,
+              "prroi_pool_backward_input: grad_output has shape ", grad_output.sizes(), ", expected [", s.rois,
+              ", ", s.out_channels, ", ", s.pooled_height, ", ", s.pooled_width, "]");
+}
+
+// prroi_pool_backward_rois: grad_output and output must both be [K, C', kh, kw], in the input's dtype
+inline void check_backward_rois_arguments(const at::Tensor& grad_output, const at::Tensor& input,
+                                          const at::Tensor& output, const Shapes& s) {
+  TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 4 && output.size(0) == s.rois &&
+                  output.size(1) == s.out_channels,
+              "prroi_pool_backward_rois: grad_output ", grad_output.sizes(), " and output ", output.sizes(),
+              " must both be [", s.rois, ", ", s.out_channels, ", ", s.pooled_height, ", ", s.pooled_width, "]");
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && output.scalar_type() == input.scalar_type(),
+              "prroi_pool_backward_rois: grad_output, input and output must share a dtype");
 }
 
 }  // namespace prroi

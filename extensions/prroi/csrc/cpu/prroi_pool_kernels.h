@@ -166,16 +166,6 @@ constexpr int64_t kGrainOutputs = 32768;
 
 int64_t grain(int64_t outputs_per_item) { return std::max<int64_t>(1, kGrainOutputs / std::max<int64_t>(1, outputs_per_item)); }
 
-struct Shapes {
-  int64_t rois, batch, in_channels, height, width, out_channels, pooled_height, pooled_width;
-  bool position_sensitive;
-  int64_t bins() const { return pooled_height * pooled_width; }
-  int64_t plane_offset(int64_t n, int64_t c, int64_t ph, int64_t pw) const {
-    return (n * in_channels + input_channel(c, ph, pw, pooled_height, pooled_width, position_sensitive)) *
-           height * width;
-  }
-};
-
 // PS-PrRoI forward: output[k, c, ph, pw] = sum over the bin's pixels of A_y(i) A_x(j) w[c'][i][j] / bin area,
 // c' = (c * kh + ph) * kw + pw. Every bin reads its own channels, so the work is per bin and channel.
 template <typename scalar_t, typename acc_t>
@@ -684,21 +674,6 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
   });
 }
 
-Shapes shapes_of(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width,
-                 bool position_sensitive) {
-  Shapes s;
-  s.rois = rois.size(0);
-  s.batch = input.size(0);
-  s.in_channels = input.size(1);
-  s.height = input.size(2);
-  s.width = input.size(3);
-  s.out_channels = output_channels(s.in_channels, pooled_height, pooled_width, position_sensitive);
-  s.pooled_height = pooled_height;
-  s.pooled_width = pooled_width;
-  s.position_sensitive = position_sensitive;
-  return s;
-}
-
 // The feature map in channel blocks (see to_blocks), in the accumulation type.
 template <typename scalar_t, typename acc_t>
 at::Tensor blocked_map(const at::Tensor& input) {
@@ -741,10 +716,7 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
   auto grad_input = at::empty({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.rois && grad_output.size(1) == s.out_channels &&
-                  grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
-              "prroi_pool_backward_input: grad_output has shape ", grad_output.sizes(), ", expected [", s.rois,
-              ", ", s.out_channels, ", ", pooled_height, ", ", pooled_width, "]");
+  check_backward_input_arguments(grad_output, s);
   if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.zero_().to(grad_output.scalar_type());
   const auto grad_output_c = grad_output.contiguous();
   const auto rois_c = rois.to(acc_type).contiguous();
@@ -776,12 +748,7 @@ at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input,
                              int64_t pooled_width, bool position_sensitive) {
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(input, rois, pooled_height, pooled_width, position_sensitive);
-  TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 4 && output.size(0) == s.rois &&
-                  output.size(1) == s.out_channels,
-              "prroi_pool_backward_rois: grad_output ", grad_output.sizes(), " and output ", output.sizes(),
-              " must both be [", s.rois, ", ", s.out_channels, ", ", pooled_height, ", ", pooled_width, "]");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && output.scalar_type() == input.scalar_type(),
-              "prroi_pool_backward_rois: grad_output, input and output must share a dtype");
+  check_backward_rois_arguments(grad_output, input, output, s);
   const auto acc_type = at::toOpMathType(input.scalar_type());
   auto grad_rois = at::zeros({s.rois, 5}, rois.options().dtype(acc_type));
   if (grad_output.numel() == 0) return grad_rois.to(rois.scalar_type());

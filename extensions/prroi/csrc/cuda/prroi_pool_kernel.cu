@@ -31,15 +31,6 @@ constexpr int64_t kMaxBlocks = 4096;
 
 int64_t blocks_for(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)); }
 
-struct Shapes {
-  int64_t rois, batch, in_channels, height, width, out_channels, pooled_height, pooled_width;
-  bool position_sensitive;
-  __host__ __device__ int64_t plane_offset(int64_t n, int64_t c, int64_t ph, int64_t pw) const {
-    return (n * in_channels + input_channel(c, ph, pw, pooled_height, pooled_width, position_sensitive)) *
-           height * width;
-  }
-};
-
 // Integral of f over [x1, x2] x [y1, y2]: sum_ij A(y1, y2; i) A(x1, x2; j) w[i][j].
 template <typename acc_t, typename scalar_t>
 __device__ acc_t bin_integral(const scalar_t* plane, const Shapes& s, acc_t x1, acc_t x2, acc_t y1, acc_t y2) {
@@ -181,21 +172,6 @@ __global__ void backward_rois_kernel(const scalar_t* __restrict__ grad_output, c
   }
 }
 
-Shapes shapes_of(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width,
-                 bool position_sensitive) {
-  Shapes s;
-  s.rois = rois.size(0);
-  s.batch = input.size(0);
-  s.in_channels = input.size(1);
-  s.height = input.size(2);
-  s.width = input.size(3);
-  s.out_channels = output_channels(s.in_channels, pooled_height, pooled_width, position_sensitive);
-  s.pooled_height = pooled_height;
-  s.pooled_width = pooled_width;
-  s.position_sensitive = position_sensitive;
-  return s;
-}
-
 at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                         int64_t pooled_height, int64_t pooled_width, bool position_sensitive) {
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
@@ -225,10 +201,7 @@ at::Tensor backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& 
   auto grad_input = at::zeros({batch_size, channels, height, width}, grad_output.options().dtype(acc_type));
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == s.rois && grad_output.size(1) == s.out_channels &&
-                  grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
-              "prroi_pool_backward_input: grad_output has shape ", grad_output.sizes(), ", expected [", s.rois,
-              ", ", s.out_channels, ", ", pooled_height, ", ", pooled_width, "]");
+  check_backward_input_arguments(grad_output, s);
   const int64_t total = grad_output.numel();
   if (total == 0 || grad_input.numel() == 0) return grad_input.to(grad_output.scalar_type());
   const auto grad_output_c = grad_output.contiguous();
@@ -250,12 +223,7 @@ at::Tensor backward_rois_cuda(const at::Tensor& grad_output, const at::Tensor& i
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
   const c10::cuda::CUDAGuard device_guard(input.device());
   const Shapes s = shapes_of(input, rois, pooled_height, pooled_width, position_sensitive);
-  TORCH_CHECK(grad_output.sizes() == output.sizes() && output.dim() == 4 && output.size(0) == s.rois &&
-                  output.size(1) == s.out_channels,
-              "prroi_pool_backward_rois: grad_output ", grad_output.sizes(), " and output ", output.sizes(),
-              " must both be [", s.rois, ", ", s.out_channels, ", ", pooled_height, ", ", pooled_width, "]");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && output.scalar_type() == input.scalar_type(),
-              "prroi_pool_backward_rois: grad_output, input and output must share a dtype");
+  check_backward_rois_arguments(grad_output, input, output, s);
   const auto acc_type = at::toOpMathType(input.scalar_type());
   auto grad_rois = at::zeros({s.rois, 5}, rois.options().dtype(acc_type));
   if (grad_output.numel() == 0) return grad_rois.to(rois.scalar_type());
