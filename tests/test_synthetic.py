@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from sodlib.augment.masks import count_connected_pieces
 from sodlib.data import synthetic
 from sodlib.data.sizes import count_by_size_bin
 from sodlib.data.synthetic import (
@@ -141,27 +142,8 @@ def test_crowd_annotations_are_valid_uncompressed_rle(tmp_path):
         assert rle["size"] == [IMAGE_SIZE, IMAGE_SIZE] and sum(rle["counts"]) == IMAGE_SIZE * IMAGE_SIZE
         mask = coco.annToMask(crowd)
         assert crowd["area"] == int(mask.sum()) > 0
-        _, component_count = _count_components(mask)
-        assert component_count >= 5, "a crowd is a cluster of many tiny instances"
-
-
-def _count_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected components by flood fill (small masks only)."""
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    count = 0
-    for start in zip(*np.nonzero(mask)):
-        if labels[start]:
-            continue
-        count += 1
-        stack = [start]
-        labels[start] = count
-        while stack:
-            y, x = stack.pop()
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = count
-                    stack.append((ny, nx))
-    return labels, count
+        # 4-connected pieces, counted by the function the copy-paste uses (tested against a flood fill there)
+        assert count_connected_pieces(mask, connectivity=4) >= 5, "a crowd is a cluster of many tiny instances"
 
 
 def test_uncompressed_rle_round_trip():
