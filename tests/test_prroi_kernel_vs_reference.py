@@ -40,10 +40,11 @@ def mixed_rois(count: int, batch: int, height: int, width: int, scale: float, se
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("position_sensitive", [False, True], ids=["plain", "ps"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_kernel_matches_reference_forward_and_backward(device: str, position_sensitive: bool, dtype) -> None:
-    kh, kw, scale = 3, 2, 0.25
+@pytest.mark.parametrize("bins", [(3, 2), (3, 5)], ids=["6bins", "15bins"])  # the CPU kernels move bins 8 at a time
+def test_kernel_matches_reference_forward_and_backward(device: str, position_sensitive: bool, dtype, bins) -> None:
+    (kh, kw), scale = bins, 0.25
     g = torch.Generator().manual_seed(3)
-    features = torch.randn(2, 12, 11, 13, generator=g, dtype=dtype).to(device)
+    features = torch.randn(2, 2 * kh * kw, 11, 13, generator=g, dtype=dtype).to(device)
     rois = mixed_rois(40, 2, 11, 13, scale, seed=4, dtype=dtype).to(device)
     pool = ps_prroi_pool if position_sensitive else prroi_pool
     ours_input, ours_rois = features.clone().requires_grad_(), rois.clone().requires_grad_()
@@ -55,7 +56,10 @@ def test_kernel_matches_reference_forward_and_backward(device: str, position_sen
     (reference * weights).sum().backward()
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(ours, reference, **tol)
-    torch.testing.assert_close(ours_input.grad, ref_input.grad, **tol)
+    # a feature gradient sums the contributions of many bins in a different order: float32 error grows
+    # with the largest gradient
+    scale = ref_input.grad.abs().max().item()
+    torch.testing.assert_close(ours_input.grad, ref_input.grad, rtol=tol["rtol"], atol=tol["atol"] * max(1.0, scale))
     if dtype == torch.float32:
         # box gradients of sub-pixel boxes are ill-conditioned in float32 (invariant 11; both implementations
         # are ~1 % off the float64 value there): compare the others, in norm
@@ -108,6 +112,25 @@ def test_torch_compile_traces_forward_and_backward_without_graph_breaks() -> Non
 
 def test_the_compiled_kernel_serves_cpu() -> None:
     assert has_compiled_kernel(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("position_sensitive", [False, True], ids=["plain", "ps"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpu_half_inputs_pool_in_float32(position_sensitive: bool, dtype: torch.dtype) -> None:
+    """Half and bfloat16 are read as they are and accumulated in float32: the same numbers as float32 inputs
+    holding the same values, rounded once at the end."""
+    g = torch.Generator().manual_seed(12)
+    features = torch.randn(1, 2 * 49, 19, 23, generator=g).to(dtype)
+    rois = mixed_rois(30, 1, 19, 23, 1 / 8, seed=13, dtype=torch.float32)
+    pool = ps_prroi_pool if position_sensitive else prroi_pool
+    half, single = features.clone().requires_grad_(), features.float().requires_grad_()
+    out_half, out_single = pool(half, rois, 7, 1 / 8), pool(single, rois, 7, 1 / 8)
+    assert out_half.dtype == dtype
+    weights = torch.randn(out_single.shape, generator=g).to(dtype)
+    (out_half * weights).sum().backward()
+    (out_single * weights.float()).sum().backward()
+    torch.testing.assert_close(out_half, out_single.to(dtype))
+    torch.testing.assert_close(half.grad, single.grad.to(dtype))
 
 
 @pytest.mark.cuda

@@ -40,21 +40,21 @@ SODLIB_HOST_DEVICE T hat(T t) {
 // A(a, b; p) = integral over [a, b] of hat(u - p) du, for a <= b.
 // The hat is linear on [p - 1, p] and on [p, p + 1]; the integral of a linear piece is the length of
 // the overlap times the value at its midpoint. Written this way a short interval loses no precision to
-// cancellation (the difference of two antiderivatives would).
+// cancellation (the difference of two antiderivatives would). Only minima and maxima, no branches: an empty
+// overlap has length 0.
 template <typename T>
 SODLIB_HOST_DEVICE T hat_integral(T a, T b, int64_t p) {
   const T lo = a - static_cast<T>(p);
   const T hi = b - static_cast<T>(p);
-  T total = T(0);
   // rising piece on [-1, 0]: hat(t) = 1 + t
   T left = lo > T(-1) ? lo : T(-1);
   T right = hi < T(0) ? hi : T(0);
-  if (right > left) total += (right - left) * (T(1) + T(0.5) * (left + right));
+  const T rising = (right > left ? right - left : T(0)) * (T(1) + T(0.5) * (left + right));
   // falling piece on [0, 1]: hat(t) = 1 - t
   left = lo > T(0) ? lo : T(0);
   right = hi < T(1) ? hi : T(1);
-  if (right > left) total += (right - left) * (T(1) - T(0.5) * (left + right));
-  return total;
+  const T falling = (right > left ? right - left : T(0)) * (T(1) - T(0.5) * (left + right));
+  return rising + falling;
 }
 
 // First pixel index whose hat overlaps [a, b] inside a map of `size` pixels (hat(u - p) > 0 needs

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "prroi_math.h"
@@ -300,7 +301,54 @@ int64_t channel_blocks(int64_t channels) { return (channels + kBlock - 1) / kBlo
 template <typename T>
 struct Channels {
   typedef T type __attribute__((vector_size(kBlock * sizeof(T))));
+  // integers of T's size, for the lane indices of __builtin_shuffle
+  typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_type;
+  typedef lane_type lanes __attribute__((vector_size(kBlock * sizeof(T))));
 };
+
+// Whether the forward turns its pooled values from [bin][c] into [c][bin] order with transpose() below:
+// with 256-bit vectors (the AVX2 build, which defines SODLIB_CPU_AVX2) each of its shuffles is an
+// instruction or two; with 128-bit ones (SSE2, the baseline build) GCC splits them into many, and copying
+// value by value is faster. (GCC's target pragma does not define __AVX2__ in C++, hence our own macro.)
+#ifdef SODLIB_CPU_AVX2
+constexpr bool kTransposeInRegisters = true;
+#else
+constexpr bool kTransposeInRegisters = false;
+#endif
+
+// The kBlock x kBlock matrix in v[0 .. kBlock) transposed in registers: v[r][c] becomes v[c][r].
+// Three rounds of two-vector shuffles (interleave, pair up, swap halves), each an instruction or two on
+// x86-64.
+template <typename T>
+__attribute__((always_inline)) inline void transpose(typename Channels<T>::type* v) {
+  static_assert(kBlock == 8, "transpose is written for 8 lanes");
+  using V = typename Channels<T>::type;
+  using L = typename Channels<T>::lanes;
+  V a[kBlock], b[kBlock];
+  for (int r = 0; r < kBlock; r += 2) {  // interleave rows r and r + 1
+    a[r] = __builtin_shuffle(v[r], v[r + 1], L{0, 8, 1, 9, 4, 12, 5, 13});
+    a[r + 1] = __builtin_shuffle(v[r], v[r + 1], L{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int r = 0; r < kBlock; r += 4)  // pair up the interleaved rows r, r + 2 and r + 1, r + 3
+    for (int h = 0; h < 2; ++h) {
+      b[r + 2 * h] = __builtin_shuffle(a[r + h], a[r + h + 2], L{0, 1, 8, 9, 4, 5, 12, 13});
+      b[r + 2 * h + 1] = __builtin_shuffle(a[r + h], a[r + h + 2], L{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  for (int r = 0; r < 4; ++r) {  // low halves of rows r and r + 4, then their high halves
+    v[r] = __builtin_shuffle(b[r], b[r + 4], L{0, 1, 2, 3, 8, 9, 10, 11});
+    v[r + 4] = __builtin_shuffle(b[r], b[r + 4], L{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// the kBlock lanes of v to dst (converted to scalar_t)
+template <typename T, typename scalar_t>
+void store_lanes(const typename Channels<T>::type& v, scalar_t* dst) {
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    std::memcpy(dst, &v, sizeof v);
+  } else {
+    for (int64_t l = 0; l < kBlock; ++l) dst[l] = static_cast<scalar_t>(v[l]);
+  }
+}
 
 // blocks[n][b][y][x][c] = input[n][b * kBlock + c][y][x], 0 past the last channel
 template <typename scalar_t, typename acc_t>
@@ -471,15 +519,30 @@ void integrate_columns(const Window<const T>& w, Taps<T> taps, T* __restrict str
     }
 }
 
-// sum[c] = sum_j taps.weight[j] * strip[taps.first + j - origin][c]
+// sum_j taps.weight[j] * strip[taps.first + j - origin][c], for the kBlock channels c
 template <typename T>
-void combine(const T* __restrict strip, int64_t origin, Taps<T> taps, T* __restrict sum) {
+typename Channels<T>::type combine(const T* __restrict strip, int64_t origin, Taps<T> taps) {
   typename Channels<T>::type total = {}, pixel;
   for (int j = 0; j < taps.count; ++j) {
     std::memcpy(&pixel, strip + (taps.first + j - origin) * kBlock, sizeof pixel);
     total += taps.weight[j] * pixel;
   }
-  std::memcpy(sum, &total, sizeof total);
+  return total;
+}
+
+// out[c * bins + t] = tile[t][c] for the n bins t and the first `channels` channels of a tile: pooled
+// values of consecutive bins, from the blocks' [bin][c] order to the tensor's [c][bin]
+template <typename scalar_t, typename T>
+void store_tile(typename Channels<T>::type* tile, int64_t n, int64_t channels, int64_t bins, scalar_t* out) {
+  if constexpr (kTransposeInRegisters) {
+    if (n == kBlock) {
+      transpose<T>(tile);
+      for (int64_t c = 0; c < channels; ++c) store_lanes<T>(tile[c], out + c * bins);
+      return;
+    }
+  }
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t t = 0; t < n; ++t) out[c * bins + t] = static_cast<scalar_t>(tile[t][c]);
 }
 
 // values[bin][c] = grad[c][bin] for the `channels` channels of a block, 0 past them: one RoI's gradient with
@@ -507,7 +570,7 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
     BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows;
     std::vector<acc_t> strip(s.width * kBlock);
-    acc_t sum[kBlock];
+    typename Channels<acc_t>::type tile[kBlock];
     for (int64_t k = begin; k < end; ++k) {
       scalar_t* out = output + k * s.out_channels * bins;
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
@@ -522,12 +585,18 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
         const Window<const acc_t> w = pixels.window(g.batch, e, b);
         const int64_t block_channels = std::min(kBlock, s.out_channels - b * kBlock);
+        // kBlock consecutive bins are pooled into a tile, then written out
+        scalar_t* block_out = out + b * kBlock * bins;
+        int64_t tiled = 0, first_bin = 0;
         for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
           for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-            combine(strip.data(), w.x0, columns[pw], sum);
-            scalar_t* bin = out + b * kBlock * bins + ph * s.pooled_width + pw;
-            for (int64_t c = 0; c < block_channels; ++c) bin[c * bins] = static_cast<scalar_t>(sum[c]);
+            tile[tiled++] = combine(strip.data(), w.x0, columns[pw]);
+            if (tiled == kBlock || first_bin + tiled == bins) {
+              store_tile<scalar_t, acc_t>(tile, tiled, block_channels, bins, block_out + first_bin);
+              first_bin += tiled;
+              tiled = 0;
+            }
           }
         }
       }
@@ -633,7 +702,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
         for (int64_t ph = 0; ph < kh; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
           for (int64_t e = 0; e <= kw; ++e) {
-            combine(strip.data(), w.x0, column_edges[e], edge);
+            store_lanes<acc_t>(combine(strip.data(), w.x0, column_edges[e]), edge);
             const int64_t bin = ph * kw + e;
             if (e < kw) left[bin] += dot(grad.data() + bin * kBlock, edge);
             if (e > 0) right[bin - 1] += dot(grad.data() + (bin - 1) * kBlock, edge);
@@ -643,7 +712,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
         for (int64_t pw = 0; pw < kw; ++pw) {
           integrate_columns(w, columns[pw], strip.data());
           for (int64_t e = 0; e <= kh; ++e) {
-            combine(strip.data(), w.y0, row_edges[e], edge);
+            store_lanes<acc_t>(combine(strip.data(), w.y0, row_edges[e]), edge);
             const int64_t bin = e * kw + pw;
             if (e < kh) top[bin] += dot(grad.data() + bin * kBlock, edge);
             if (e > 0) bottom[bin - kw] += dot(grad.data() + (bin - kw) * kBlock, edge);

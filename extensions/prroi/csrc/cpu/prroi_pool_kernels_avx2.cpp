@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "prroi_math.h"
@@ -23,6 +24,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define SODLIB_CPU_NAMESPACE avx2
+#define SODLIB_CPU_AVX2
 #include "cpu/prroi_pool_kernels.h"
 #pragma GCC pop_options
 
