@@ -4,6 +4,7 @@
 // keep the kernels safe when the ops are called directly through torch.ops.sodlib.
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include "prroi_math.h"
 
@@ -66,6 +67,19 @@ inline void check_backward_rois_arguments(const at::Tensor& grad_output, const a
               " must both be [", s.rois, ", ", s.out_channels, ", ", s.pooled_height, ", ", s.pooled_width, "]");
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && output.scalar_type() == input.scalar_type(),
               "prroi_pool_backward_rois: grad_output, input and output must share a dtype");
+}
+
+// The operands of prroi_pool_backward_rois made contiguous, its RoIs in the accumulation type, and the
+// gradient it fills, Tensor[K, 5] of zeros in that type.
+struct BackwardRoisOperands {
+  at::Tensor grad_output, input, rois, output, grad_rois;
+};
+
+inline BackwardRoisOperands backward_rois_operands(const at::Tensor& grad_output, const at::Tensor& input,
+                                                   const at::Tensor& rois, const at::Tensor& output) {
+  const auto acc_type = at::toOpMathType(input.scalar_type());
+  return {grad_output.contiguous(), input.contiguous(), rois.to(acc_type).contiguous(), output.contiguous(),
+          at::zeros({rois.size(0), 5}, rois.options().dtype(acc_type))};
 }
 
 }  // namespace prroi

@@ -92,6 +92,13 @@ class AxisTaps {
   std::vector<T> weight_;
 };
 
+// Both axes' bin taps of one RoI (geometry g): columns along x, rows along y.
+template <typename T>
+void fill_bin_taps(const RoiGeometry<T>& g, const Shapes& s, AxisTaps<T>& columns, AxisTaps<T>& rows) {
+  columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
+  rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+}
+
 // The transpose of AxisTaps: for each pixel p = first .. first + pixels - 1 along one axis, the bins that
 // cover it with their weights. The feature gradient gathers with it (each pixel sums what its bins send),
 // so that every gradient value is written once instead of once per bin.
@@ -181,8 +188,7 @@ void ps_forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, co
         std::fill(out, out + s.out_channels * s.bins(), scalar_t(0));
         continue;
       }
-      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
-      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      fill_bin_taps(g, s, columns, rows);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
       for (int64_t ph = 0; ph < s.pooled_height; ++ph)
         for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
@@ -207,8 +213,7 @@ void ps_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, ac
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
       if (!g.valid) continue;
-      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
-      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      fill_bin_taps(g, s, columns, rows);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
       for (int64_t ph = 0; ph < s.pooled_height; ++ph)
         for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
@@ -236,8 +241,7 @@ void ps_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input,
       std::fill(grad_roi, grad_roi + 5, acc_t(0));
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
       if (!g.valid) continue;
-      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
-      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      fill_bin_taps(g, s, columns, rows);
       column_edges.fill_edges(g.x1, g.bin_w, s.pooled_width, s.width);
       row_edges.fill_edges(g.y1, g.bin_h, s.pooled_height, s.height);
       const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
@@ -578,8 +582,7 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
         std::fill(out, out + s.out_channels * bins, scalar_t(0));
         continue;
       }
-      columns.fill_bins(g.x1, g.bin_w, s.pooled_width, s.width);
-      rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
+      fill_bin_taps(g, s, columns, rows);
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       const Extent e = roi_extent(g, s);
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
@@ -621,8 +624,7 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
-      columns.fill_bins(g.x1, g.bin_w, kw, s.width);
-      rows.fill_bins(g.y1, g.bin_h, kh, s.height);
+      fill_bin_taps(g, s, columns, rows);
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       const Extent e = roi_extent(g, s);
       column_bins.fill(columns, kw, e.x0, e.cols);
@@ -679,8 +681,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
       std::fill(grad_roi, grad_roi + 5, acc_t(0));
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
-      columns.fill_bins(g.x1, g.bin_w, kw, s.width);
-      rows.fill_bins(g.y1, g.bin_h, kh, s.height);
+      fill_bin_taps(g, s, columns, rows);
       // both passes integrate over a bin: divide by its area once, here
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       columns.scale(acc_t(1) / (g.bin_w * g.bin_h));
@@ -818,28 +819,24 @@ at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input,
   check_pooling_arguments(input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(input, rois, pooled_height, pooled_width, position_sensitive);
   check_backward_rois_arguments(grad_output, input, output, s);
-  const auto acc_type = at::toOpMathType(input.scalar_type());
-  auto grad_rois = at::zeros({s.rois, 5}, rois.options().dtype(acc_type));
-  if (grad_output.numel() == 0) return grad_rois.to(rois.scalar_type());
-  const auto rois_c = rois.to(acc_type).contiguous();
-  const auto grad_output_c = grad_output.contiguous();
-  const auto input_c = input.contiguous();
-  const auto output_c = output.contiguous();
+  const BackwardRoisOperands op = backward_rois_operands(grad_output, input, rois, output);
+  if (grad_output.numel() == 0) return op.grad_rois.to(rois.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_backward_rois_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto scale = static_cast<acc_t>(spatial_scale);
     if (position_sensitive) {
-      ps_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
-                              output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
+      ps_backward_rois_kernel(op.grad_output.data_ptr<scalar_t>(), op.input.data_ptr<scalar_t>(),
+                              op.rois.data_ptr<acc_t>(), op.output.data_ptr<scalar_t>(), scale, s,
+                              op.grad_rois.data_ptr<acc_t>());
     } else {
-      const auto blocks = rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(input_c)
-                                                                             : at::Tensor();
-      plain_backward_rois_kernel(grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(),
-                                 blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr, rois_c.data_ptr<acc_t>(),
-                                 output_c.data_ptr<scalar_t>(), scale, s, grad_rois.data_ptr<acc_t>());
+      const auto blocks = rois_cover_map(op.rois.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(op.input)
+                                                                               : at::Tensor();
+      plain_backward_rois_kernel(op.grad_output.data_ptr<scalar_t>(), op.input.data_ptr<scalar_t>(),
+                                 blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr, op.rois.data_ptr<acc_t>(),
+                                 op.output.data_ptr<scalar_t>(), scale, s, op.grad_rois.data_ptr<acc_t>());
     }
   });
-  return grad_rois.to(rois.scalar_type());
+  return op.grad_rois.to(rois.scalar_type());
 }
 
 }  // namespace SODLIB_CPU_NAMESPACE

@@ -75,15 +75,26 @@ __device__ acc_t horizontal_line_integral(const scalar_t* plane, const Shapes& s
   return total;
 }
 
+// Position (RoI k, channel c, bin row ph, bin column pw) of a flat index into the output [K, C', kh, kw].
+struct BinIndex {
+  int64_t k, c, ph, pw;
+};
+
+__device__ __forceinline__ BinIndex bin_index(int64_t index, const Shapes& s) {
+  BinIndex at;
+  at.pw = index % s.pooled_width;
+  at.ph = (index / s.pooled_width) % s.pooled_height;
+  at.c = (index / (s.pooled_width * s.pooled_height)) % s.out_channels;
+  at.k = index / (s.pooled_width * s.pooled_height * s.out_channels);
+  return at;
+}
+
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ input, const acc_t* __restrict__ rois, acc_t scale,
                                Shapes s, int64_t total, scalar_t* __restrict__ output) {
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < total;
        index += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t pw = index % s.pooled_width;
-    const int64_t ph = (index / s.pooled_width) % s.pooled_height;
-    const int64_t c = (index / (s.pooled_width * s.pooled_height)) % s.out_channels;
-    const int64_t k = index / (s.pooled_width * s.pooled_height * s.out_channels);
+    const auto [k, c, ph, pw] = bin_index(index, s);
     const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
     if (!g.valid) {
       output[index] = scalar_t(0);
@@ -101,10 +112,7 @@ __global__ void backward_input_kernel(const scalar_t* __restrict__ grad_output, 
                                       acc_t scale, Shapes s, int64_t total, acc_t* __restrict__ grad_input) {
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < total;
        index += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t pw = index % s.pooled_width;
-    const int64_t ph = (index / s.pooled_width) % s.pooled_height;
-    const int64_t c = (index / (s.pooled_width * s.pooled_height)) % s.out_channels;
-    const int64_t k = index / (s.pooled_width * s.pooled_height * s.out_channels);
+    const auto [k, c, ph, pw] = bin_index(index, s);
     const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
     if (!g.valid) continue;
     const acc_t grad = static_cast<acc_t>(grad_output[index]) / (g.bin_w * g.bin_h);
@@ -224,22 +232,17 @@ at::Tensor backward_rois_cuda(const at::Tensor& grad_output, const at::Tensor& i
   const c10::cuda::CUDAGuard device_guard(input.device());
   const Shapes s = shapes_of(input, rois, pooled_height, pooled_width, position_sensitive);
   check_backward_rois_arguments(grad_output, input, output, s);
-  const auto acc_type = at::toOpMathType(input.scalar_type());
-  auto grad_rois = at::zeros({s.rois, 5}, rois.options().dtype(acc_type));
-  if (grad_output.numel() == 0) return grad_rois.to(rois.scalar_type());
-  const auto rois_c = rois.to(acc_type).contiguous();
-  const auto grad_output_c = grad_output.contiguous();
-  const auto input_c = input.contiguous();
-  const auto output_c = output.contiguous();
+  const BackwardRoisOperands op = backward_rois_operands(grad_output, input, rois, output);
+  if (grad_output.numel() == 0) return op.grad_rois.to(rois.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_backward_rois_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     backward_rois_kernel<scalar_t, acc_t><<<s.rois, kThreads, 0, stream>>>(
-        grad_output_c.data_ptr<scalar_t>(), input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(),
-        output_c.data_ptr<scalar_t>(), static_cast<acc_t>(spatial_scale), s, grad_rois.data_ptr<acc_t>());
+        op.grad_output.data_ptr<scalar_t>(), op.input.data_ptr<scalar_t>(), op.rois.data_ptr<acc_t>(),
+        op.output.data_ptr<scalar_t>(), static_cast<acc_t>(spatial_scale), s, op.grad_rois.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return grad_rois.to(rois.scalar_type());
+  return op.grad_rois.to(rois.scalar_type());
 }
 
 }  // namespace
