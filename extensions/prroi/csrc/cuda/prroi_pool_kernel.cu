@@ -81,12 +81,12 @@ struct BinIndex {
 };
 
 __device__ __forceinline__ BinIndex bin_index(int64_t index, const Shapes& s) {
-  BinIndex at;
-  at.pw = index % s.pooled_width;
-  at.ph = (index / s.pooled_width) % s.pooled_height;
-  at.c = (index / (s.pooled_width * s.pooled_height)) % s.out_channels;
-  at.k = index / (s.pooled_width * s.pooled_height * s.out_channels);
-  return at;
+  BinIndex bin;
+  bin.pw = index % s.pooled_width;
+  bin.ph = (index / s.pooled_width) % s.pooled_height;
+  bin.c = (index / (s.pooled_width * s.pooled_height)) % s.out_channels;
+  bin.k = index / (s.pooled_width * s.pooled_height * s.out_channels);
+  return bin;
 }
 
 template <typename scalar_t, typename acc_t>
