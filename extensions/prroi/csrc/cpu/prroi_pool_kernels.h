@@ -558,8 +558,9 @@ void gather_bins(const scalar_t* grad, int64_t channels, int64_t bins, acc_t* va
     for (int64_t bin = 0; bin < bins; ++bin) values[bin * kBlock + c] = static_cast<acc_t>(grad[c * bins + bin]);
 }
 
+// sum over the kBlock channels c of a[c] * b[c]
 template <typename T>
-T dot(const T* a, const T* b) {
+T dot(const T* a, const typename Channels<T>::type& b) {
   T total = 0;
   for (int64_t c = 0; c < kBlock; ++c) total += a[c] * b[c];
   return total;
@@ -673,7 +674,6 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
     BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows, column_edges, row_edges;
     std::vector<acc_t> strip(std::max(s.height, s.width) * kBlock), grad(bins * kBlock);
-    acc_t edge[kBlock];
     // per bin, summed over channels: grad * out, and grad * (line integral / area) along each edge
     std::vector<acc_t> grad_out(bins), left(bins), right(bins), top(bins), bottom(bins);
     for (int64_t k = begin; k < end; ++k) {
@@ -703,7 +703,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
         for (int64_t ph = 0; ph < kh; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
           for (int64_t e = 0; e <= kw; ++e) {
-            store_lanes<acc_t>(combine(strip.data(), w.x0, column_edges[e]), edge);
+            const auto edge = combine(strip.data(), w.x0, column_edges[e]);
             const int64_t bin = ph * kw + e;
             if (e < kw) left[bin] += dot(grad.data() + bin * kBlock, edge);
             if (e > 0) right[bin - 1] += dot(grad.data() + (bin - 1) * kBlock, edge);
@@ -713,7 +713,7 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
         for (int64_t pw = 0; pw < kw; ++pw) {
           integrate_columns(w, columns[pw], strip.data());
           for (int64_t e = 0; e <= kh; ++e) {
-            store_lanes<acc_t>(combine(strip.data(), w.y0, row_edges[e]), edge);
+            const auto edge = combine(strip.data(), w.y0, row_edges[e]);
             const int64_t bin = e * kw + pw;
             if (e < kh) top[bin] += dot(grad.data() + bin * kBlock, edge);
             if (e > 0) bottom[bin - kw] += dot(grad.data() + (bin - kw) * kBlock, edge);
