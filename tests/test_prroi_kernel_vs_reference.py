@@ -229,3 +229,33 @@ def test_plain_kernels_give_the_same_result_from_the_whole_map_and_from_roi_wind
     torch.testing.assert_close(one_by_one, together, **tolerance)
     torch.testing.assert_close(input_sum, together_input, **tolerance)
     torch.testing.assert_close(rois_grad, together_rois, **tolerance)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_small_and_large_roi_windows_inside_and_across_the_border(device: str) -> None:
+    """The CPU kernels pool RoIs whose pixels fit a 4 x 4 window with dense weights, larger ones with taps:
+    both against the reference, with windows cut by every border of the map."""
+    height, width, (kh, kw) = 12, 14, (7, 7)
+    sides = [0.3, 1.0, 1.7, 2.6, 3.4, 4.5, 7.0]
+    corners = [(5.3, 4.6), (-0.6, -0.4), (width - 1.3, height - 0.8), (-1.5, height - 2.2), (width - 2.4, -2.1)]
+    rois = torch.tensor([[0.0, x, y, x + side, y + 0.8 * side] for side in sides for x, y in corners],
+                        dtype=torch.float64)
+    # pixels each RoI touches (hats overlapping it, inside the map), to be sure both paths are exercised
+    columns = rois[:, 3].ceil().clamp(max=width - 1) - rois[:, 1].floor().clamp(min=0) + 1
+    rows = rois[:, 4].ceil().clamp(max=height - 1) - rois[:, 2].floor().clamp(min=0) + 1
+    small = (columns <= 4) & (rows <= 4)
+    assert small.any() and (~small).any()
+    g = torch.Generator().manual_seed(8)
+    features = torch.randn(1, 11, height, width, generator=g, dtype=torch.float64).to(device)
+    rois = rois.to(device)
+    ours_input, ours_rois = features.clone().requires_grad_(), rois.clone().requires_grad_()
+    ref_input, ref_rois = features.clone().requires_grad_(), rois.clone().requires_grad_()
+    ours = prroi_pool(ours_input, ours_rois, (kh, kw))
+    reference = pool_reference(ref_input, ref_rois, kh, kw, 1.0, False)
+    weights = torch.randn(ours.shape, generator=g, dtype=torch.float64).to(device)
+    (ours * weights).sum().backward()
+    (reference * weights).sum().backward()
+    tolerance = {"rtol": 1e-10, "atol": 1e-10}
+    torch.testing.assert_close(ours, reference, **tolerance)
+    torch.testing.assert_close(ours_input.grad, ref_input.grad, **tolerance)
+    torch.testing.assert_close(ours_rois.grad, ref_rois.grad, **tolerance)

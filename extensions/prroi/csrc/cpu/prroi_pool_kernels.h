@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -534,21 +535,6 @@ typename Channels<T>::type combine(const T* __restrict strip, int64_t origin, Ta
   return total;
 }
 
-// out[c * bins + t] = tile[t][c] for the n bins t and the first `channels` channels of a tile: pooled
-// values of consecutive bins, from the blocks' [bin][c] order to the tensor's [c][bin]
-template <typename scalar_t, typename T>
-void store_tile(typename Channels<T>::type* tile, int64_t n, int64_t channels, int64_t bins, scalar_t* out) {
-  if constexpr (kTransposeInRegisters) {
-    if (n == kBlock) {
-      transpose<T>(tile);
-      for (int64_t c = 0; c < channels; ++c) store_lanes<T>(tile[c], out + c * bins);
-      return;
-    }
-  }
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t t = 0; t < n; ++t) out[c * bins + t] = static_cast<scalar_t>(tile[t][c]);
-}
-
 // values[bin][c] = grad[c][bin] for the `channels` channels of a block, 0 past them: one RoI's gradient with
 // the channels innermost, like the map
 template <typename scalar_t, typename acc_t>
@@ -566,6 +552,104 @@ T dot(const T* a, const typename Channels<T>::type& b) {
   return total;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// RoIs whose window fits kSmall x kSmall pixels (most small objects on a stride-16 map) take a dense path:
+// each bin weighs all kSmall pixels of the window along each axis, 0 where its hat misses the bin. That
+// is more multiply-adds than the taps above, but the loops have a fixed length (no branch depends on the
+// RoI) and the window and its partial sums stay in registers.
+
+constexpr int64_t kSmall = 4;
+
+bool is_small(const Extent& e) { return e.rows <= kSmall && e.cols <= kSmall; }
+
+// weight[b][j] = factor * A(lo_b, hi_b; first + j) for the n bins of one axis (bin b spans
+// [start + b * step, start + (b + 1) * step], as in AxisTaps::fill_bins), 0 for j >= pixels (past the map)
+template <typename T>
+void fill_dense_bins(T start, T step, int64_t n, int64_t first, int64_t pixels, T factor, std::array<T, kSmall>* weight) {
+  for (int64_t b = 0; b < n; ++b) {
+    const T lo = start + static_cast<T>(b) * step;
+    const T hi = start + static_cast<T>(b + 1) * step;
+    for (int64_t j = 0; j < kSmall; ++j) weight[b][j] = j < pixels ? factor * hat_integral(lo, hi, first + j) : T(0);
+  }
+}
+
+// A small RoI's dense weights: rows[ph][i] (divided by the bin area) and columns[pw][j].
+template <typename T>
+struct DenseTaps {
+  std::vector<std::array<T, kSmall>> rows, columns;
+
+  void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
+    rows.resize(s.pooled_height);
+    columns.resize(s.pooled_width);
+    fill_dense_bins(g.y1, g.bin_h, s.pooled_height, e.y0, e.rows, T(1) / (g.bin_w * g.bin_h), rows.data());
+    fill_dense_bins(g.x1, g.bin_w, s.pooled_width, e.x0, e.cols, T(1), columns.data());
+  }
+};
+
+// column[j][i] = window[i][j] for the window's pixels, 0 for the rest of the kSmall x kSmall square
+template <typename T>
+void load_small_window(const Window<const T>& w, typename Channels<T>::type (*column)[kSmall]) {
+  for (int64_t j = 0; j < kSmall; ++j)
+    for (int64_t i = 0; i < kSmall; ++i) {
+      column[j][i] = typename Channels<T>::type{};
+      if (i < w.rows && j < w.cols) std::memcpy(&column[j][i], w.data + i * w.row_stride + j * kBlock, sizeof column[j][i]);
+    }
+}
+
+// sum_j weight[j] * x[j] over the kSmall terms, added in pairs (two short chains instead of one long one)
+template <typename T>
+__attribute__((always_inline)) inline typename Channels<T>::type weighted_sum(const std::array<T, kSmall>& weight,
+                                                                             const typename Channels<T>::type* x) {
+  static_assert(kSmall == 4, "weighted_sum is written for 4 terms");
+  return (weight[0] * x[0] + weight[1] * x[1]) + (weight[2] * x[2] + weight[3] * x[3]);
+}
+
+// out[c][bin] = values[bin][c] for c < channels: one block of a RoI's pooled values, from the blocks'
+// [bin][c] order to the tensor's. In the AVX2 build, kBlock bins at a time are transposed in registers.
+template <typename scalar_t, typename T>
+void store_bins(const T* values, int64_t bins, int64_t channels, scalar_t* out) {
+  int64_t first = 0;
+  if constexpr (kTransposeInRegisters) {
+    typename Channels<T>::type tile[kBlock];
+    for (; first + kBlock <= bins; first += kBlock) {
+      std::memcpy(tile, values + first * kBlock, sizeof tile);
+      transpose<T>(tile);
+      for (int64_t c = 0; c < channels; ++c) store_lanes<T>(tile[c], out + c * bins + first);
+    }
+  }
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t bin = first; bin < bins; ++bin) out[c * bins + bin] = static_cast<scalar_t>(values[bin * kBlock + c]);
+}
+
+// values[ph][pw][c] = sum_ij A_y(ph; i) A_x(pw; j) w[i][j][c] for one RoI whose window w is small: the two
+// passes of the taps with dense weights (rows already divided by the bin area)
+template <typename T>
+void pool_small_window(const Window<const T>& w, const DenseTaps<T>& dense, const Shapes& s, T* __restrict values) {
+  using V = typename Channels<T>::type;
+  V column[kSmall][kSmall], strip[kSmall];  // column[j][i] = w[i][j], 0 outside the window
+  load_small_window(w, column);
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+    for (int64_t j = 0; j < kSmall; ++j) strip[j] = weighted_sum(dense.rows[ph], column[j]);
+    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      const V total = weighted_sum(dense.columns[pw], strip);
+      std::memcpy(values + (ph * s.pooled_width + pw) * kBlock, &total, sizeof total);
+    }
+  }
+}
+
+// the same for any window, with the taps
+template <typename T>
+void pool_window(const Window<const T>& w, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
+                 T* __restrict strip, T* __restrict values) {
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+    integrate_rows(w, rows[ph], strip);
+    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      const auto total = combine(strip, w.x0, columns[pw]);
+      std::memcpy(values + (ph * s.pooled_width + pw) * kBlock, &total, sizeof total);
+    }
+  }
+}
+
 // output[k, c, ph, pw] = sum_ij A_y(ph; i) A_x(pw; j) w[c][i][j] / bin area, parallel over RoIs
 template <typename scalar_t, typename acc_t>
 void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_t* rois, acc_t scale, const Shapes& s,
@@ -574,8 +658,8 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
   at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
     BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows;
-    std::vector<acc_t> strip(s.width * kBlock);
-    typename Channels<acc_t>::type tile[kBlock];
+    DenseTaps<acc_t> dense;
+    std::vector<acc_t> strip(s.width * kBlock), values(bins * kBlock);
     for (int64_t k = begin; k < end; ++k) {
       scalar_t* out = output + k * s.out_channels * bins;
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
@@ -583,35 +667,80 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
         std::fill(out, out + s.out_channels * bins, scalar_t(0));
         continue;
       }
-      fill_bin_taps(g, s, columns, rows);
-      rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       const Extent e = roi_extent(g, s);
+      const bool small = is_small(e);
+      if (small) {
+        dense.fill(g, e, s);
+      } else {
+        fill_bin_taps(g, s, columns, rows);
+        rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+      }
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
         const Window<const acc_t> w = pixels.window(g.batch, e, b);
-        const int64_t block_channels = std::min(kBlock, s.out_channels - b * kBlock);
-        // kBlock consecutive bins are pooled into a tile, then written out
-        scalar_t* block_out = out + b * kBlock * bins;
-        int64_t tiled = 0, first_bin = 0;
-        for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-          integrate_rows(w, rows[ph], strip.data());
-          for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-            tile[tiled++] = combine(strip.data(), w.x0, columns[pw]);
-            if (tiled == kBlock || first_bin + tiled == bins) {
-              store_tile<scalar_t, acc_t>(tile, tiled, block_channels, bins, block_out + first_bin);
-              first_bin += tiled;
-              tiled = 0;
-            }
-          }
+        if (small) {
+          pool_small_window(w, dense, s, values.data());
+        } else {
+          pool_window(w, rows, columns, s, strip.data(), values.data());
         }
+        store_bins(values.data(), bins, std::min(kBlock, s.out_channels - b * kBlock), out + b * kBlock * bins);
       }
     }
   });
 }
 
-// grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area:
-// the forward passes transposed, each as a gather over the pixel's bins (PixelTaps):
-//     strips[ph][j][c] = sum_pw A_x(pw; j) grad[c][ph][pw],   grad_blocks[i][j][c] += sum_ph A_y(ph; i) / area * strips[ph][j][c].
-// Threads split the channel blocks, so no two threads write the same gradient.
+// window[i][j][c] += sum_ph rows[ph][i] sum_pw columns[pw][j] grad[ph][pw][c] for a small RoI: the forward's
+// two passes transposed, with dense weights
+template <typename T>
+void scatter_small_window(const T* __restrict grad, const DenseTaps<T>& dense, const Shapes& s, const Window<T>& w) {
+  using V = typename Channels<T>::type;
+  V sum[kSmall][kSmall] = {}, strip[kSmall], value;
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+    for (int64_t j = 0; j < kSmall; ++j) strip[j] = V{};
+    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      std::memcpy(&value, grad + (ph * s.pooled_width + pw) * kBlock, sizeof value);
+      for (int64_t j = 0; j < kSmall; ++j) strip[j] += dense.columns[pw][j] * value;
+    }
+    for (int64_t i = 0; i < kSmall; ++i)
+      for (int64_t j = 0; j < kSmall; ++j) sum[i][j] += dense.rows[ph][i] * strip[j];
+  }
+  for (int64_t i = 0; i < w.rows; ++i)
+    for (int64_t j = 0; j < w.cols; ++j) {
+      T* at = w.data + i * w.row_stride + j * kBlock;
+      std::memcpy(&value, at, sizeof value);
+      value += sum[i][j];
+      std::memcpy(at, &value, sizeof value);
+    }
+}
+
+// the same for any window, each pass as a gather over the bins that cover a pixel (PixelTaps):
+//     strips[ph][x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += sum_ph A_y(ph; i) / area * strips[ph][x][c]
+template <typename T>
+void scatter_window(const T* __restrict grad, const PixelTaps<T>& column_bins, const PixelTaps<T>& row_bins,
+                    const Shapes& s, T* __restrict strips, const Window<T>& w) {
+  typename Channels<T>::type sum, value;
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph)
+    for (int64_t x = 0; x < w.cols; ++x) {
+      sum = typename Channels<T>::type{};
+      for (int64_t t = 0; t < column_bins.count(x); ++t) {
+        std::memcpy(&value, grad + (ph * s.pooled_width + column_bins.bin(x)[t]) * kBlock, sizeof value);
+        sum += column_bins.weight(x)[t] * value;
+      }
+      std::memcpy(strips + (ph * w.cols + x) * kBlock, &sum, sizeof sum);
+    }
+  for (int64_t i = 0; i < w.rows; ++i)
+    for (int64_t x = 0; x < w.cols; ++x) {
+      T* at = w.data + i * w.row_stride + x * kBlock;
+      std::memcpy(&sum, at, sizeof sum);
+      for (int64_t t = 0; t < row_bins.count(i); ++t) {
+        std::memcpy(&value, strips + (row_bins.bin(i)[t] * w.cols + x) * kBlock, sizeof value);
+        sum += row_bins.weight(i)[t] * value;
+      }
+      std::memcpy(at, &sum, sizeof sum);
+    }
+}
+
+// grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area,
+// RoI by RoI (scatter_small_window, scatter_window). Threads split the channel blocks, so no two threads write the same gradient.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                                  acc_t* grad_input, acc_t* grad_blocks) {
@@ -619,40 +748,31 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
   at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
     AxisTaps<acc_t> columns, rows;
     PixelTaps<acc_t> column_bins, row_bins;
+    DenseTaps<acc_t> dense;
     BlockedGradient<acc_t> gradient(grad_input, grad_blocks, s);
     std::vector<acc_t> strips(kh * s.width * kBlock), grad(bins * kBlock);
-    typename Channels<acc_t>::type sum, value;
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
-      fill_bin_taps(g, s, columns, rows);
-      rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       const Extent e = roi_extent(g, s);
-      column_bins.fill(columns, kw, e.x0, e.cols);
-      row_bins.fill(rows, kh, e.y0, e.rows);
+      const bool small = is_small(e);
+      if (small) {
+        dense.fill(g, e, s);
+      } else {
+        fill_bin_taps(g, s, columns, rows);
+        rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
+        column_bins.fill(columns, kw, e.x0, e.cols);
+        row_bins.fill(rows, kh, e.y0, e.rows);
+      }
       for (int64_t b = begin; b < end; ++b) {
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
-        for (int64_t ph = 0; ph < kh; ++ph)
-          for (int64_t x = 0; x < e.cols; ++x) {
-            sum = typename Channels<acc_t>::type{};
-            for (int64_t t = 0; t < column_bins.count(x); ++t) {
-              std::memcpy(&value, grad.data() + (ph * kw + column_bins.bin(x)[t]) * kBlock, sizeof value);
-              sum += column_bins.weight(x)[t] * value;
-            }
-            std::memcpy(strips.data() + (ph * e.cols + x) * kBlock, &sum, sizeof sum);
-          }
         const Window<acc_t> w = gradient.open(g.batch, e, b);
-        for (int64_t i = 0; i < e.rows; ++i)
-          for (int64_t x = 0; x < e.cols; ++x) {
-            acc_t* at = w.data + i * w.row_stride + x * kBlock;
-            std::memcpy(&sum, at, sizeof sum);
-            for (int64_t t = 0; t < row_bins.count(i); ++t) {
-              std::memcpy(&value, strips.data() + (row_bins.bin(i)[t] * e.cols + x) * kBlock, sizeof value);
-              sum += row_bins.weight(i)[t] * value;
-            }
-            std::memcpy(at, &sum, sizeof sum);
-          }
+        if (small) {
+          scatter_small_window(grad.data(), dense, s, w);
+        } else {
+          scatter_window(grad.data(), column_bins, row_bins, s, strips.data(), w);
+        }
         gradient.close(g.batch, e, b);
       }
     }
