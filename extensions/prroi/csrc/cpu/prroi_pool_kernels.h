@@ -311,14 +311,15 @@ struct Channels {
   typedef lane_type lanes __attribute__((vector_size(kBlock * sizeof(T))));
 };
 
-// Whether the forward turns its pooled values from [bin][c] into [c][bin] order with transpose() below:
-// with 256-bit vectors (the AVX2 build, which defines SODLIB_CPU_AVX2) each of its shuffles is an
-// instruction or two; with 128-bit ones (SSE2, the baseline build) GCC splits them into many, and copying
-// value by value is faster. (GCC's target pragma does not define __AVX2__ in C++, hence our own macro.)
+// Whether this build has 256-bit vectors (the AVX2 build, which defines SODLIB_CPU_AVX2: GCC's target pragma
+// does not define __AVX2__ in C++), where kBlock floats fill one register. Two choices depend on it, both
+// measured: the forward turns its pooled values from [bin][c] into [c][bin] order with transpose() below
+// (with 128-bit vectors, SSE2 in the baseline build, GCC splits its shuffles into many and copying value by
+// value is faster), and small RoIs take the dense path (whose backward is slower than the taps on SSE2).
 #ifdef SODLIB_CPU_AVX2
-constexpr bool kTransposeInRegisters = true;
+constexpr bool kWideVectors = true;
 #else
-constexpr bool kTransposeInRegisters = false;
+constexpr bool kWideVectors = false;
 #endif
 
 // The kBlock x kBlock matrix in v[0 .. kBlock) transposed in registers: v[r][c] becomes v[c][r].
@@ -556,11 +557,11 @@ T dot(const T* a, const typename Channels<T>::type& b) {
 // RoIs whose window fits kSmall x kSmall pixels (most small objects on a stride-16 map) take a dense path:
 // each bin weighs all kSmall pixels of the window along each axis, 0 where its hat misses the bin. That
 // is more multiply-adds than the taps above, but the loops have a fixed length (no branch depends on the
-// RoI) and the window and its partial sums stay in registers.
+// RoI) and the window and its partial sums stay in registers. AVX2 build only (kWideVectors).
 
 constexpr int64_t kSmall = 4;
 
-bool is_small(const Extent& e) { return e.rows <= kSmall && e.cols <= kSmall; }
+bool is_small(const Extent& e) { return kWideVectors && e.rows <= kSmall && e.cols <= kSmall; }
 
 // weight[b][j] = factor * A(lo_b, hi_b; first + j) for the n bins of one axis (bin b spans
 // [start + b * step, start + (b + 1) * step], as in AxisTaps::fill_bins), 0 for j >= pixels (past the map)
@@ -609,7 +610,7 @@ __attribute__((always_inline)) inline typename Channels<T>::type weighted_sum(co
 template <typename scalar_t, typename T>
 void store_bins(const T* values, int64_t bins, int64_t channels, scalar_t* out) {
   int64_t first = 0;
-  if constexpr (kTransposeInRegisters) {
+  if constexpr (kWideVectors) {
     typename Channels<T>::type tile[kBlock];
     for (; first + kBlock <= bins; first += kBlock) {
       std::memcpy(tile, values + first * kBlock, sizeof tile);
