@@ -587,6 +587,25 @@ struct DenseTaps {
   }
 };
 
+// One RoI's weights in the plain kernels: dense for a small window, else the taps of both axes (rows divided
+// by the bin area).
+template <typename T>
+struct PlainWeights {
+  bool small = false;
+  DenseTaps<T> dense;
+  AxisTaps<T> columns, rows;
+
+  void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
+    small = is_small(e);
+    if (small) {
+      dense.fill(g, e, s);
+      return;
+    }
+    fill_bin_taps(g, s, columns, rows);
+    rows.scale(T(1) / (g.bin_w * g.bin_h));
+  }
+};
+
 // column[j][i] = window[i][j] for the window's pixels, 0 for the rest of the kSmall x kSmall square
 template <typename T>
 void load_small_window(const Window<const T>& w, typename Channels<T>::type (*column)[kSmall]) {
@@ -658,8 +677,7 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
   const int64_t bins = s.bins();
   at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
     BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
-    AxisTaps<acc_t> columns, rows;
-    DenseTaps<acc_t> dense;
+    PlainWeights<acc_t> weights;
     std::vector<acc_t> strip(s.width * kBlock), values(bins * kBlock);
     for (int64_t k = begin; k < end; ++k) {
       scalar_t* out = output + k * s.out_channels * bins;
@@ -669,19 +687,13 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
         continue;
       }
       const Extent e = roi_extent(g, s);
-      const bool small = is_small(e);
-      if (small) {
-        dense.fill(g, e, s);
-      } else {
-        fill_bin_taps(g, s, columns, rows);
-        rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
-      }
+      weights.fill(g, e, s);
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
         const Window<const acc_t> w = pixels.window(g.batch, e, b);
-        if (small) {
-          pool_small_window(w, dense, s, values.data());
+        if (weights.small) {
+          pool_small_window(w, weights.dense, s, values.data());
         } else {
-          pool_window(w, rows, columns, s, strip.data(), values.data());
+          pool_window(w, weights.rows, weights.columns, s, strip.data(), values.data());
         }
         store_bins(values.data(), bins, std::min(kBlock, s.out_channels - b * kBlock), out + b * kBlock * bins);
       }
@@ -747,30 +759,25 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
                                  acc_t* grad_input, acc_t* grad_blocks) {
   const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
   at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
-    AxisTaps<acc_t> columns, rows;
+    PlainWeights<acc_t> weights;
     PixelTaps<acc_t> column_bins, row_bins;
-    DenseTaps<acc_t> dense;
     BlockedGradient<acc_t> gradient(grad_input, grad_blocks, s);
     std::vector<acc_t> strips(kh * s.width * kBlock), grad(bins * kBlock);
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
       const Extent e = roi_extent(g, s);
-      const bool small = is_small(e);
-      if (small) {
-        dense.fill(g, e, s);
-      } else {
-        fill_bin_taps(g, s, columns, rows);
-        rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
-        column_bins.fill(columns, kw, e.x0, e.cols);
-        row_bins.fill(rows, kh, e.y0, e.rows);
+      weights.fill(g, e, s);
+      if (!weights.small) {
+        column_bins.fill(weights.columns, kw, e.x0, e.cols);
+        row_bins.fill(weights.rows, kh, e.y0, e.rows);
       }
       for (int64_t b = begin; b < end; ++b) {
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
         const Window<acc_t> w = gradient.open(g.batch, e, b);
-        if (small) {
-          scatter_small_window(grad.data(), dense, s, w);
+        if (weights.small) {
+          scatter_small_window(grad.data(), weights.dense, s, w);
         } else {
           scatter_window(grad.data(), column_bins, row_bins, s, strips.data(), w);
         }
