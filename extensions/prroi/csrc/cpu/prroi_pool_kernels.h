@@ -100,41 +100,6 @@ void fill_bin_taps(const RoiGeometry<T>& g, const Shapes& s, AxisTaps<T>& column
   rows.fill_bins(g.y1, g.bin_h, s.pooled_height, s.height);
 }
 
-// The transpose of AxisTaps: for each pixel p = first .. first + pixels - 1 along one axis, the bins that
-// cover it with their weights. The feature gradient gathers with it (each pixel sums what its bins send),
-// so that every gradient value is written once instead of once per bin.
-template <typename T>
-class PixelTaps {
- public:
-  void fill(const AxisTaps<T>& bins, int64_t n_bins, int64_t first, int64_t pixels) {
-    offset_.assign(pixels + 1, 0);
-    for (int64_t b = 0; b < n_bins; ++b) {
-      const Taps<T> taps = bins[b];
-      for (int64_t j = 0; j < taps.count; ++j) ++offset_[taps.first + j - first + 1];
-    }
-    for (int64_t p = 0; p < pixels; ++p) offset_[p + 1] += offset_[p];
-    bin_.resize(offset_[pixels]);
-    weight_.resize(offset_[pixels]);
-    next_.assign(offset_.begin(), offset_.end() - 1);
-    for (int64_t b = 0; b < n_bins; ++b) {
-      const Taps<T> taps = bins[b];
-      for (int64_t j = 0; j < taps.count; ++j) {
-        const int64_t slot = next_[taps.first + j - first]++;
-        bin_[slot] = b;
-        weight_[slot] = taps.weight[j];
-      }
-    }
-  }
-  // the bins covering pixel first + p: bin(p)[0 .. count(p)) with weight(p)[...]
-  int64_t count(int64_t p) const { return offset_[p + 1] - offset_[p]; }
-  const int64_t* bin(int64_t p) const { return bin_.data() + offset_[p]; }
-  const T* weight(int64_t p) const { return weight_.data() + offset_[p]; }
-
- private:
-  std::vector<int64_t> offset_, next_, bin_;
-  std::vector<T> weight_;
-};
-
 // The pixels under one bin (or along one bin edge) of a feature plane, as flat offsets into the plane
 // with the product of their row and column weights, times a common factor. Built once per bin and
 // RoI, then applied to every channel.
@@ -725,31 +690,35 @@ void scatter_small_window(const T* __restrict grad, const DenseTaps<T>& dense, c
     }
 }
 
-// the same for any window, each pass as a gather over the bins that cover a pixel (PixelTaps):
-//     strips[ph][x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += sum_ph A_y(ph; i) / area * strips[ph][x][c]
+// the same for any window, with the taps: the forward's passes run backwards, bin row by bin row,
+//     strip[x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += A_y(ph; i) / area * strip[x][c]
 template <typename T>
-void scatter_window(const T* __restrict grad, const PixelTaps<T>& column_bins, const PixelTaps<T>& row_bins,
-                    const Shapes& s, T* __restrict strips, const Window<T>& w) {
-  typename Channels<T>::type sum, value;
-  for (int64_t ph = 0; ph < s.pooled_height; ++ph)
-    for (int64_t x = 0; x < w.cols; ++x) {
-      sum = typename Channels<T>::type{};
-      for (int64_t t = 0; t < column_bins.count(x); ++t) {
-        std::memcpy(&value, grad + (ph * s.pooled_width + column_bins.bin(x)[t]) * kBlock, sizeof value);
-        sum += column_bins.weight(x)[t] * value;
+void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
+                    T* __restrict strip, const Window<T>& w) {
+  typename Channels<T>::type value, sum;
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+    std::fill(strip, strip + w.cols * kBlock, T(0));
+    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      std::memcpy(&value, grad + (ph * s.pooled_width + pw) * kBlock, sizeof value);
+      const Taps<T> taps = columns[pw];
+      for (int64_t j = 0; j < taps.count; ++j) {
+        T* at = strip + (taps.first + j - w.x0) * kBlock;
+        std::memcpy(&sum, at, sizeof sum);
+        sum += taps.weight[j] * value;
+        std::memcpy(at, &sum, sizeof sum);
       }
-      std::memcpy(strips + (ph * w.cols + x) * kBlock, &sum, sizeof sum);
     }
-  for (int64_t i = 0; i < w.rows; ++i)
-    for (int64_t x = 0; x < w.cols; ++x) {
-      T* at = w.data + i * w.row_stride + x * kBlock;
-      std::memcpy(&sum, at, sizeof sum);
-      for (int64_t t = 0; t < row_bins.count(i); ++t) {
-        std::memcpy(&value, strips + (row_bins.bin(i)[t] * w.cols + x) * kBlock, sizeof value);
-        sum += row_bins.weight(i)[t] * value;
+    const Taps<T> taps = rows[ph];
+    for (int64_t i = 0; i < taps.count; ++i) {
+      T* row = w.data + (taps.first + i - w.y0) * w.row_stride;
+      for (int64_t x = 0; x < w.cols; ++x) {
+        std::memcpy(&sum, row + x * kBlock, sizeof sum);
+        std::memcpy(&value, strip + x * kBlock, sizeof value);
+        sum += taps.weight[i] * value;
+        std::memcpy(row + x * kBlock, &sum, sizeof sum);
       }
-      std::memcpy(at, &sum, sizeof sum);
     }
+  }
 }
 
 // grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area,
@@ -760,18 +729,13 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
   const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
   at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
     PlainWeights<acc_t> weights;
-    PixelTaps<acc_t> column_bins, row_bins;
     BlockedGradient<acc_t> gradient(grad_input, grad_blocks, s);
-    std::vector<acc_t> strips(kh * s.width * kBlock), grad(bins * kBlock);
+    std::vector<acc_t> strip(s.width * kBlock), grad(bins * kBlock);
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
       const Extent e = roi_extent(g, s);
       weights.fill(g, e, s);
-      if (!weights.small) {
-        column_bins.fill(weights.columns, kw, e.x0, e.cols);
-        row_bins.fill(weights.rows, kh, e.y0, e.rows);
-      }
       for (int64_t b = begin; b < end; ++b) {
         gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
                     bins, grad.data());
@@ -779,7 +743,7 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
         if (weights.small) {
           scatter_small_window(grad.data(), weights.dense, s, w);
         } else {
-          scatter_window(grad.data(), column_bins, row_bins, s, strips.data(), w);
+          scatter_window(grad.data(), weights.rows, weights.columns, s, strip.data(), w);
         }
         gradient.close(g.batch, e, b);
       }
