@@ -722,7 +722,8 @@ void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const Axi
 }
 
 // grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area,
-// RoI by RoI (scatter_small_window, scatter_window). Threads split the channel blocks, so no two threads write the same gradient.
+// RoI by RoI (scatter_small_window, scatter_window). Threads split the channel blocks, so no two threads
+// write the same gradient.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                                  acc_t* grad_input, acc_t* grad_blocks) {
