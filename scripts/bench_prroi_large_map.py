@@ -5,7 +5,8 @@
 The workload: a stride-4 map of an 800 x 1344 image (256 x 200 x 336), and RoIs of 16 to 48 image pixels,
 the boxes an FPN assigns to its finest level. Here the RoIs cover less than the map, so the CPU kernels copy
 each RoI's window rather than the whole map. Prints the fastest forward and forward + backward (features)
-times of prroi_pool and roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run.
+times of prroi_pool and roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run,
+each run after the other ops' ("cold" in sodlib.ops.benchmark).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def main() -> int:
         calls[f"{name} forward+backward"] = (lambda p: lambda: torch.autograd.grad(p(leaf, rois), leaf, grad))(pool)
     best = fastest_seconds(calls, {name: args.repeats for name in calls}, torch.device("cpu"))
     print(f"map 1x{args.channels}x200x336 (stride 4 of 800x1344), {args.rois} RoIs of 16-48 px, "
-          f"CPU threads: {torch.get_num_threads()}")
+          f"CPU threads: {torch.get_num_threads()}; cold runs (after the other ops)")
     for mode in ("forward", "forward+backward"):
         ours, theirs = best[f"prroi_pool {mode}"]["cold"], best[f"roi_align(sampling_ratio=2) {mode}"]["cold"]
         print(f"{mode:<17} prroi_pool {ours * 1e3:8.2f} ms   roi_align {theirs * 1e3:8.2f} ms   "

@@ -73,6 +73,7 @@ class Timing:
     seconds: float
     cache: str = "cold"
 
+
 CACHES = ("cold", "warm")
 
 
