@@ -277,10 +277,9 @@ struct Channels {
 };
 
 // Whether this build has 256-bit vectors (the AVX2 build, which defines SODLIB_CPU_AVX2: GCC's target pragma
-// does not define __AVX2__ in C++), where kBlock floats fill one register. Two choices depend on it, both
-// measured: the forward turns its pooled values from [bin][c] into [c][bin] order with transpose() below
-// (with 128-bit vectors, SSE2 in the baseline build, GCC splits its shuffles into many and copying value by
-// value is faster), and small RoIs take the dense path (whose backward is slower than the taps on SSE2).
+// does not define __AVX2__ in C++), where kBlock floats fill one register. The forward then turns its pooled
+// values from [bin][c] into [c][bin] order with transpose() below; with 128-bit vectors (SSE2, the baseline
+// build) GCC splits its shuffles into many, and copying value by value is faster (measured).
 #ifdef SODLIB_CPU_AVX2
 constexpr bool kWideVectors = true;
 #else
@@ -341,9 +340,9 @@ void to_blocks(const scalar_t* input, int64_t batch, int64_t channels, int64_t p
   });
 }
 
-// output[n][b * kBlock + c][y][x] = blocks[n][b][y][x][c]: the inverse of to_blocks
+// output[n][b * kBlock + c][y][x] += blocks[n][b][y][x][c]: to_blocks backwards, adding
 template <typename acc_t>
-void from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64_t plane, acc_t* output) {
+void add_from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64_t plane, acc_t* output) {
   const int64_t per_image = channel_blocks(channels);
   at::parallel_for(0, batch * per_image, grain(plane * kBlock), [&](int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; ++nb) {
@@ -351,7 +350,7 @@ void from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64_t p
       const acc_t* src = blocks + nb * plane * kBlock;
       for (int64_t c = 0; c < kBlock && first_channel + c < channels; ++c) {
         acc_t* dst = output + (n * channels + first_channel + c) * plane;
-        for (int64_t p = 0; p < plane; ++p) dst[p] = src[p * kBlock + c];
+        for (int64_t p = 0; p < plane; ++p) dst[p] += src[p * kBlock + c];
       }
     }
   });
@@ -373,6 +372,15 @@ Extent roi_extent(const G& g, const Shapes& s) {
   e.rows = std::max<int64_t>(0, last_pixel(y_end, s.height) - e.y0 + 1);
   e.cols = std::max<int64_t>(0, last_pixel(x_end, s.width) - e.x0 + 1);
   return e;
+}
+
+// Whether a RoI takes the small-RoI path of the plain kernels (see SmallRoi below): its pixels fit a
+// kSmall x kSmall window.
+constexpr int64_t kSmall = 4;
+
+bool is_small(const Extent& e, const Shapes& s) {
+  return e.rows <= kSmall && e.cols <= kSmall && s.height >= kSmall && s.width >= kSmall &&
+         s.pooled_width <= kBlock;
 }
 
 // A RoI's pixels in one block of channels, whose rows are row_stride values apart (data points at (y0, x0)).
@@ -449,14 +457,17 @@ class BlockedGradient {
   std::vector<acc_t> buffer_;
 };
 
-// true if the RoIs' windows add up to at least the area of the map (then copying the whole map pays)
+// true if the windows of the RoIs that read the channel blocks add up to at least the area of the map (then
+// copying the whole map pays); with skip_small, small RoIs (is_small) do not count, as the plain forward and
+// feature gradient read them straight from the map
 template <typename acc_t>
-bool rois_cover_map(const acc_t* rois, acc_t scale, const Shapes& s) {
+bool rois_cover_map(const acc_t* rois, acc_t scale, const Shapes& s, bool skip_small) {
   int64_t area = 0;
   for (int64_t k = 0; k < s.rois; ++k) {
     const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
     if (!g.valid) continue;
     const Extent e = roi_extent(g, s);
+    if (skip_small && is_small(e, s)) continue;
     area += e.rows * e.cols;
     if (area >= s.batch * s.height * s.width) return true;
   }
@@ -519,75 +530,134 @@ T dot(const T* a, const typename Channels<T>::type& b) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// RoIs whose window fits kSmall x kSmall pixels (most small objects on a stride-16 map) take a dense path:
-// each bin weighs all kSmall pixels of the window along each axis, 0 where its hat misses the bin. That
-// is more multiply-adds than the taps above, but the loops have a fixed length (no branch depends on the
-// RoI) and the window and its partial sums stay in registers. AVX2 build only (kWideVectors).
+// Small RoIs. A RoI whose pixels fit a kSmall x kSmall window (most small objects on a stride-16 map) is
+// pooled straight from the [C][H][W] map, without channel blocks, as small matrix products per channel c:
+//
+//     out[c] = R W[c] X^T,    R[ph][i] = A_y(ph; y0 + i) / bin area,    X[pw][j] = A_x(pw; x0 + j),
+//
+// W[c] the window's kSmall x kSmall pixels from (y0, x0). First N = W[c] X^T (pixels enter as broadcast
+// scalars), then each bin row R[ph] N; the vectors run along a bin row (lane pw), so a row is stored as the
+// output lays it out. The feature gradient is the transpose, grad W[c] += R^T G[c] X. A window is moved
+// inside the map at the bottom and right borders, so that it is always whole: pixels the RoI does not touch
+// have weight 0. Bin rows of at most kBlock bins.
 
-constexpr int64_t kSmall = 4;
-
-bool is_small(const Extent& e) { return kWideVectors && e.rows <= kSmall && e.cols <= kSmall; }
-
-// weight[b][j] = factor * A(lo_b, hi_b; first + j) for the n bins of one axis (bin b spans
-// [start + b * step, start + (b + 1) * step], as in AxisTaps::fill_bins), 0 for j >= pixels (past the map)
+// A small RoI's window and weights, lanes past the row's last bin 0.
 template <typename T>
-void fill_dense_bins(T start, T step, int64_t n, int64_t first, int64_t pixels, T factor, std::array<T, kSmall>* weight) {
-  for (int64_t b = 0; b < n; ++b) {
-    const T lo = start + static_cast<T>(b) * step;
-    const T hi = start + static_cast<T>(b + 1) * step;
-    for (int64_t j = 0; j < kSmall; ++j) weight[b][j] = j < pixels ? factor * hat_integral(lo, hi, first + j) : T(0);
-  }
-}
-
-// A small RoI's dense weights: rows[ph][i] (divided by the bin area) and columns[pw][j].
-template <typename T>
-struct DenseTaps {
-  std::vector<std::array<T, kSmall>> rows, columns;
+struct SmallRoi {
+  using V = typename Channels<T>::type;
+  typedef T Quad __attribute__((vector_size(kSmall * sizeof(T))));
+  int64_t y0, x0;                           // the window's first pixel
+  V columns[kSmall];                        // columns[j][pw] = X[pw][j]
+  std::vector<std::array<T, kSmall>> rows;  // rows[ph][i] = R[ph][i] (vector types lose their size as template
+                                            // arguments, hence scalars)
+  typename Channels<T>::lanes in_row;       // all bits set in lanes pw < kw
 
   void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
+    y0 = std::min(e.y0, s.height - kSmall);
+    x0 = std::min(e.x0, s.width - kSmall);
+    const T inv_area = T(1) / (g.bin_w * g.bin_h);
     rows.resize(s.pooled_height);
-    columns.resize(s.pooled_width);
-    fill_dense_bins(g.y1, g.bin_h, s.pooled_height, e.y0, e.rows, T(1) / (g.bin_w * g.bin_h), rows.data());
-    fill_dense_bins(g.x1, g.bin_w, s.pooled_width, e.x0, e.cols, T(1), columns.data());
+    for (int64_t ph = 0; ph < s.pooled_height; ++ph) {  // bin edges as in AxisTaps::fill_bins
+      const T lo = g.y1 + static_cast<T>(ph) * g.bin_h, hi = g.y1 + static_cast<T>(ph + 1) * g.bin_h;
+      for (int64_t i = 0; i < kSmall; ++i) rows[ph][i] = inv_area * hat_integral(lo, hi, y0 + i);
+    }
+    for (int64_t j = 0; j < kSmall; ++j) columns[j] = V{};
+    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+      const T lo = g.x1 + static_cast<T>(pw) * g.bin_w, hi = g.x1 + static_cast<T>(pw + 1) * g.bin_w;
+      for (int64_t j = 0; j < kSmall; ++j) columns[j][pw] = hat_integral(lo, hi, x0 + j);
+    }
+    for (int64_t l = 0; l < kBlock; ++l) in_row[l] = l < s.pooled_width ? -1 : 0;
   }
 };
 
-// One RoI's weights in the plain kernels: dense for a small window, else the taps of both axes (rows divided
-// by the bin area).
+// out[ph][pw] = sum_ij R[ph][i] plane[y0 + i][x0 + j] X[pw][j] for one channel; `end` is the end of the
+// RoI's output: a row is stored as a whole vector (its extra lanes land on the next row, written later)
+// unless the vector would reach past it.
+template <typename scalar_t, typename T>
+void pool_small_roi(const scalar_t* plane, const SmallRoi<T>& r, const Shapes& s, scalar_t* out,
+                    const scalar_t* end) {
+  using V = typename Channels<T>::type;
+  V n[kSmall];  // n[i][pw] = sum_j plane[y0 + i][x0 + j] X[pw][j]
+  for (int64_t i = 0; i < kSmall; ++i) {
+    const scalar_t* pixel = plane + (r.y0 + i) * s.width + r.x0;
+    n[i] = (static_cast<T>(pixel[0]) * r.columns[0] + static_cast<T>(pixel[1]) * r.columns[1]) +
+           (static_cast<T>(pixel[2]) * r.columns[2] + static_cast<T>(pixel[3]) * r.columns[3]);
+  }
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph, out += s.pooled_width) {
+    const auto& weight = r.rows[ph];
+    const V row = (weight[0] * n[0] + weight[1] * n[1]) + (weight[2] * n[2] + weight[3] * n[3]);
+    if (std::is_same_v<scalar_t, T> && out + kBlock <= end) {
+      std::memcpy(out, &row, sizeof row);
+    } else {
+      for (int64_t pw = 0; pw < s.pooled_width; ++pw) out[pw] = static_cast<scalar_t>(row[pw]);
+    }
+  }
+}
+
+// The kSmall sums of the lanes of v[0], ..., v[kSmall - 1]: two rounds of adding neighbouring lanes (as
+// x86's haddps does), then the two halves.
+template <typename T>
+__attribute__((always_inline)) inline typename SmallRoi<T>::Quad lane_sums(const typename Channels<T>::type* v) {
+  static_assert(kBlock == 8 && kSmall == 4, "lane_sums is written for 8 lanes and 4 vectors");
+  using V = typename Channels<T>::type;
+  using L = typename Channels<T>::lanes;
+  const auto add_pairs = [](const V& a, const V& b) {
+    return __builtin_shuffle(a, b, L{0, 2, 8, 10, 4, 6, 12, 14}) + __builtin_shuffle(a, b, L{1, 3, 9, 11, 5, 7, 13, 15});
+  };
+  V h = add_pairs(add_pairs(v[0], v[1]), add_pairs(v[2], v[3]));  // [s0, s1, s2, s3 | s0', s1', s2', s3']
+  h += __builtin_shuffle(h, L{4, 5, 6, 7, 0, 1, 2, 3});
+  typename SmallRoi<T>::Quad sums;
+  std::memcpy(&sums, &h, sizeof sums);
+  return sums;
+}
+
+// plane[y0 + i][x0 + j] += sum_pw (sum_ph R[ph][i] grad[ph][pw]) X[pw][j] for one channel: the inner sums
+// along a bin row (lane pw), then one lane sum per pixel. `end` is the end of the RoI's gradient: a bin row
+// is read as a whole vector (its extra lanes masked) unless the vector would reach past it.
+template <typename scalar_t, typename T>
+void scatter_small_roi(const scalar_t* grad, const scalar_t* end, const SmallRoi<T>& r, const Shapes& s, T* plane) {
+  using V = typename Channels<T>::type;
+  using L = typename Channels<T>::lanes;
+  V p[kSmall] = {}, row;  // p[i][pw] = sum_ph R[ph][i] grad[ph][pw]
+  for (int64_t ph = 0; ph < s.pooled_height; ++ph, grad += s.pooled_width) {
+    if (std::is_same_v<scalar_t, T> && grad + kBlock <= end) {
+      std::memcpy(&row, grad, sizeof row);
+      row = reinterpret_cast<V>(reinterpret_cast<L>(row) & r.in_row);
+    } else {
+      row = V{};
+      for (int64_t pw = 0; pw < s.pooled_width; ++pw) row[pw] = static_cast<T>(grad[pw]);
+    }
+    for (int64_t i = 0; i < kSmall; ++i) p[i] += r.rows[ph][i] * row;
+  }
+  for (int64_t i = 0; i < kSmall; ++i) {
+    V products[kSmall];
+    for (int64_t j = 0; j < kSmall; ++j) products[j] = p[i] * r.columns[j];
+    T* at = plane + (r.y0 + i) * s.width + r.x0;
+    typename SmallRoi<T>::Quad pixels;
+    std::memcpy(&pixels, at, sizeof pixels);
+    pixels += lane_sums<T>(products);
+    std::memcpy(at, &pixels, sizeof pixels);
+  }
+}
+
+// One RoI's weights in the plain kernels: a small RoI's, or the taps of both axes (rows divided by the bin
+// area).
 template <typename T>
 struct PlainWeights {
   bool small = false;
-  DenseTaps<T> dense;
+  SmallRoi<T> small_roi;
   AxisTaps<T> columns, rows;
 
   void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
-    small = is_small(e);
+    small = is_small(e, s);
     if (small) {
-      dense.fill(g, e, s);
+      small_roi.fill(g, e, s);
       return;
     }
     fill_bin_taps(g, s, columns, rows);
     rows.scale(T(1) / (g.bin_w * g.bin_h));
   }
 };
-
-// column[j][i] = window[i][j] for the window's pixels, 0 for the rest of the kSmall x kSmall square
-template <typename T>
-void load_small_window(const Window<const T>& w, typename Channels<T>::type (*column)[kSmall]) {
-  for (int64_t j = 0; j < kSmall; ++j)
-    for (int64_t i = 0; i < kSmall; ++i) {
-      column[j][i] = typename Channels<T>::type{};
-      if (i < w.rows && j < w.cols) std::memcpy(&column[j][i], w.data + i * w.row_stride + j * kBlock, sizeof column[j][i]);
-    }
-}
-
-// sum_j weight[j] * x[j] over the kSmall terms, added in pairs (two short chains instead of one long one)
-template <typename T>
-__attribute__((always_inline)) inline typename Channels<T>::type weighted_sum(const std::array<T, kSmall>& weight,
-                                                                             const typename Channels<T>::type* x) {
-  static_assert(kSmall == 4, "weighted_sum is written for 4 terms");
-  return (weight[0] * x[0] + weight[1] * x[1]) + (weight[2] * x[2] + weight[3] * x[3]);
-}
 
 // out[c][bin] = values[bin][c] for c < channels: one block of a RoI's pooled values, from the blocks'
 // [bin][c] order to the tensor's. In the AVX2 build, kBlock bins at a time are transposed in registers.
@@ -606,23 +676,8 @@ void store_bins(const T* values, int64_t bins, int64_t channels, scalar_t* out) 
     for (int64_t bin = first; bin < bins; ++bin) out[c * bins + bin] = static_cast<scalar_t>(values[bin * kBlock + c]);
 }
 
-// values[ph][pw][c] = sum_ij A_y(ph; i) A_x(pw; j) w[i][j][c] for one RoI whose window w is small: the two
-// passes of the taps with dense weights (rows already divided by the bin area)
-template <typename T>
-void pool_small_window(const Window<const T>& w, const DenseTaps<T>& dense, const Shapes& s, T* __restrict values) {
-  using V = typename Channels<T>::type;
-  V column[kSmall][kSmall], strip[kSmall];  // column[j][i] = w[i][j], 0 outside the window
-  load_small_window(w, column);
-  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-    for (int64_t j = 0; j < kSmall; ++j) strip[j] = weighted_sum(dense.rows[ph], column[j]);
-    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-      const V total = weighted_sum(dense.columns[pw], strip);
-      std::memcpy(values + (ph * s.pooled_width + pw) * kBlock, &total, sizeof total);
-    }
-  }
-}
-
-// the same for any window, with the taps
+// values[ph][pw][c] = sum_ij A_y(ph; i) A_x(pw; j) w[i][j][c] for one block of channels of a RoI's window w,
+// with the taps (rows already divided by the bin area)
 template <typename T>
 void pool_window(const Window<const T>& w, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
                  T* __restrict strip, T* __restrict values) {
@@ -646,51 +701,28 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
     std::vector<acc_t> strip(s.width * kBlock), values(bins * kBlock);
     for (int64_t k = begin; k < end; ++k) {
       scalar_t* out = output + k * s.out_channels * bins;
+      scalar_t* const out_end = out + s.out_channels * bins;
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
       if (!g.valid) {
-        std::fill(out, out + s.out_channels * bins, scalar_t(0));
+        std::fill(out, out_end, scalar_t(0));
         continue;
       }
       const Extent e = roi_extent(g, s);
       weights.fill(g, e, s);
+      if (weights.small) {
+        for (int64_t c = 0; c < s.out_channels; ++c)
+          pool_small_roi(input + s.plane_offset(g.batch, c, 0, 0), weights.small_roi, s, out + c * bins, out_end);
+        continue;
+      }
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
-        const Window<const acc_t> w = pixels.window(g.batch, e, b);
-        if (weights.small) {
-          pool_small_window(w, weights.dense, s, values.data());
-        } else {
-          pool_window(w, weights.rows, weights.columns, s, strip.data(), values.data());
-        }
+        pool_window(pixels.window(g.batch, e, b), weights.rows, weights.columns, s, strip.data(), values.data());
         store_bins(values.data(), bins, std::min(kBlock, s.out_channels - b * kBlock), out + b * kBlock * bins);
       }
     }
   });
 }
 
-// window[i][j][c] += sum_ph rows[ph][i] sum_pw columns[pw][j] grad[ph][pw][c] for a small RoI: the forward's
-// two passes transposed, with dense weights
-template <typename T>
-void scatter_small_window(const T* __restrict grad, const DenseTaps<T>& dense, const Shapes& s, const Window<T>& w) {
-  using V = typename Channels<T>::type;
-  V sum[kSmall][kSmall] = {}, strip[kSmall], value;
-  for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-    for (int64_t j = 0; j < kSmall; ++j) strip[j] = V{};
-    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-      std::memcpy(&value, grad + (ph * s.pooled_width + pw) * kBlock, sizeof value);
-      for (int64_t j = 0; j < kSmall; ++j) strip[j] += dense.columns[pw][j] * value;
-    }
-    for (int64_t i = 0; i < kSmall; ++i)
-      for (int64_t j = 0; j < kSmall; ++j) sum[i][j] += dense.rows[ph][i] * strip[j];
-  }
-  for (int64_t i = 0; i < w.rows; ++i)
-    for (int64_t j = 0; j < w.cols; ++j) {
-      T* at = w.data + i * w.row_stride + j * kBlock;
-      std::memcpy(&value, at, sizeof value);
-      value += sum[i][j];
-      std::memcpy(at, &value, sizeof value);
-    }
-}
-
-// the same for any window, with the taps: the forward's passes run backwards, bin row by bin row,
+// The forward's passes run backwards for one block of channels of a RoI's window, bin row by bin row:
 //     strip[x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += A_y(ph; i) / area * strip[x][c]
 template <typename T>
 void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
@@ -721,9 +753,9 @@ void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const Axi
   }
 }
 
-// grad_blocks[n][b][i][j][c] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area,
-// RoI by RoI (scatter_small_window, scatter_window). Threads split the channel blocks, so no two threads
-// write the same gradient.
+// grad_input[n][c][i][j] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area, RoI by RoI:
+// small RoIs straight into grad_input (scatter_small_roi), the others through the blocked gradient
+// (scatter_window). Threads split the channel blocks, so no two threads write the same gradient.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                                  acc_t* grad_input, acc_t* grad_blocks) {
@@ -737,15 +769,18 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
       if (!g.valid) continue;
       const Extent e = roi_extent(g, s);
       weights.fill(g, e, s);
+      const scalar_t* roi_grad = grad_output + k * s.out_channels * bins;
+      if (weights.small) {
+        const int64_t last = std::min(end * kBlock, s.out_channels);
+        for (int64_t c = begin * kBlock; c < last; ++c)
+          scatter_small_roi(roi_grad + c * bins, roi_grad + s.out_channels * bins, weights.small_roi, s,
+                            grad_input + s.plane_offset(g.batch, c, 0, 0));
+        continue;
+      }
       for (int64_t b = begin; b < end; ++b) {
-        gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
-                    bins, grad.data());
+        gather_bins(roi_grad + b * kBlock * bins, std::min(kBlock, s.out_channels - b * kBlock), bins, grad.data());
         const Window<acc_t> w = gradient.open(g.batch, e, b);
-        if (weights.small) {
-          scatter_small_window(grad.data(), weights.dense, s, w);
-        } else {
-          scatter_window(grad.data(), weights.rows, weights.columns, s, strip.data(), w);
-        }
+        scatter_window(grad.data(), weights.rows, weights.columns, s, strip.data(), w);
         gradient.close(g.batch, e, b);
       }
     }
@@ -863,7 +898,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, double spati
     if (position_sensitive) {
       ps_forward_kernel(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
     } else {
-      const auto blocks = rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(input_c)
+      const auto blocks = rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s, true) ? blocked_map<scalar_t, acc_t>(input_c)
                                                                              : at::Tensor();
       plain_forward_kernel(input_c.data_ptr<scalar_t>(), blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr,
                            rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
@@ -880,16 +915,16 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   check_backward_input_arguments(grad_output, s);
-  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.zero_().to(grad_output.scalar_type());
+  grad_input.zero_();  // every kernel adds into it
+  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.to(grad_output.scalar_type());
   const auto grad_output_c = grad_output.contiguous();
   const auto rois_c = rois.to(acc_type).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "prroi_pool_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto scale = static_cast<acc_t>(spatial_scale);
-    // plain pooling over many RoIs writes every value of grad_input from its blocked copy; otherwise the
-    // kernels add into a zeroed grad_input
-    const bool whole_map = !position_sensitive && rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s);
-    if (!whole_map) grad_input.zero_();
+    // plain pooling over many RoIs accumulates in a blocked copy of the whole map, added to grad_input at
+    // the end (small RoIs excepted, see plain_backward_input_kernel)
+    const bool whole_map = !position_sensitive && rois_cover_map(rois_c.data_ptr<acc_t>(), scale, s, true);
     if (position_sensitive) {
       ps_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
                                grad_input.data_ptr<acc_t>());
@@ -897,7 +932,7 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
       auto grad_blocks = at::zeros({batch_size, channel_blocks(channels), height, width, kBlock}, grad_input.options());
       plain_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
                                   grad_input.data_ptr<acc_t>(), grad_blocks.data_ptr<acc_t>());
-      from_blocks(grad_blocks.data_ptr<acc_t>(), batch_size, channels, height * width, grad_input.data_ptr<acc_t>());
+      add_from_blocks(grad_blocks.data_ptr<acc_t>(), batch_size, channels, height * width, grad_input.data_ptr<acc_t>());
     } else {
       plain_backward_input_kernel(grad_output_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s,
                                   grad_input.data_ptr<acc_t>(), static_cast<acc_t*>(nullptr));
@@ -922,7 +957,7 @@ at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input,
                               op.rois.data_ptr<acc_t>(), op.output.data_ptr<scalar_t>(), scale, s,
                               op.grad_rois.data_ptr<acc_t>());
     } else {
-      const auto blocks = rois_cover_map(op.rois.data_ptr<acc_t>(), scale, s) ? blocked_map<scalar_t, acc_t>(op.input)
+      const auto blocks = rois_cover_map(op.rois.data_ptr<acc_t>(), scale, s, false) ? blocked_map<scalar_t, acc_t>(op.input)
                                                                                : at::Tensor();
       plain_backward_rois_kernel(op.grad_output.data_ptr<scalar_t>(), op.input.data_ptr<scalar_t>(),
                                  blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr, op.rois.data_ptr<acc_t>(),
