@@ -541,30 +541,60 @@ T dot(const T* a, const typename Channels<T>::type& b) {
 // inside the map at the bottom and right borders, so that it is always whole: pixels the RoI does not touch
 // have weight 0. Bin rows of at most kBlock bins.
 
-// A small RoI's window and weights, lanes past the row's last bin 0.
+// A(lo[l], hi[l]; p) for the kBlock lanes l: hat_integral of prroi_math.h, with vector minima and maxima
+template <typename T>
+typename Channels<T>::type hat_integrals(typename Channels<T>::type lo, typename Channels<T>::type hi, T p) {
+  using V = typename Channels<T>::type;
+  const auto max = [](const V& a, const V& b) -> V { return a > b ? a : b; };
+  const auto min = [](const V& a, const V& b) -> V { return a < b ? a : b; };
+  const V zero = {}, one = zero + T(1);
+  lo -= p;
+  hi -= p;
+  V left = max(lo, -one), right = min(hi, zero);  // rising piece on [-1, 0]
+  const V rising = max(right - left, zero) * (one + T(0.5) * (left + right));
+  left = max(lo, zero);  // falling piece on [0, 1]
+  right = min(hi, one);
+  const V falling = max(right - left, zero) * (one - T(0.5) * (left + right));
+  return rising + falling;
+}
+
+// The bins' weights of kSmall pixels from `first` along one axis, kBlock bins at a time (lane b: bin
+// first_bin + b, which spans [start + b * step, start + (b + 1) * step] as in AxisTaps::fill_bins):
+// weight[j] = factor * A(lo_b, hi_b; first + j), 0 in lanes past the n bins
+template <typename T>
+void small_window_weights(T start, T step, int64_t first_bin, int64_t n, int64_t first, T factor,
+                          typename Channels<T>::type* weight) {
+  using V = typename Channels<T>::type;
+  V bin, in_range;
+  for (int64_t l = 0; l < kBlock; ++l) {
+    bin[l] = static_cast<T>(first_bin + l);
+    in_range[l] = first_bin + l < n ? factor : T(0);
+  }
+  const V lo = start + bin * step, hi = start + (bin + T(1)) * step;
+  for (int64_t j = 0; j < kSmall; ++j) weight[j] = in_range * hat_integrals(lo, hi, static_cast<T>(first + j));
+}
+
+// A small RoI's window and weights.
 template <typename T>
 struct SmallRoi {
   using V = typename Channels<T>::type;
   typedef T Quad __attribute__((vector_size(kSmall * sizeof(T))));
-  int64_t y0, x0;                           // the window's first pixel
-  V columns[kSmall];                        // columns[j][pw] = X[pw][j]
-  std::vector<std::array<T, kSmall>> rows;  // rows[ph][i] = R[ph][i] (vector types lose their size as template
-                                            // arguments, hence scalars)
-  typename Channels<T>::lanes in_row;       // all bits set in lanes pw < kw
+  int64_t y0, x0;                  // the window's first pixel
+  V columns[kSmall];               // columns[j][pw] = X[pw][j], 0 for pw >= kw
+  std::vector<T> rows;             // rows[ph * kSmall + i] = R[ph][i] (vector types lose their size as
+                                   // template arguments, hence scalars)
+  typename Channels<T>::lanes in_row;  // all bits set in lanes pw < kw
 
   void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
     y0 = std::min(e.y0, s.height - kSmall);
     x0 = std::min(e.x0, s.width - kSmall);
-    const T inv_area = T(1) / (g.bin_w * g.bin_h);
-    rows.resize(s.pooled_height);
-    for (int64_t ph = 0; ph < s.pooled_height; ++ph) {  // bin edges as in AxisTaps::fill_bins
-      const T lo = g.y1 + static_cast<T>(ph) * g.bin_h, hi = g.y1 + static_cast<T>(ph + 1) * g.bin_h;
-      for (int64_t i = 0; i < kSmall; ++i) rows[ph][i] = inv_area * hat_integral(lo, hi, y0 + i);
-    }
-    for (int64_t j = 0; j < kSmall; ++j) columns[j] = V{};
-    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-      const T lo = g.x1 + static_cast<T>(pw) * g.bin_w, hi = g.x1 + static_cast<T>(pw + 1) * g.bin_w;
-      for (int64_t j = 0; j < kSmall; ++j) columns[j][pw] = hat_integral(lo, hi, x0 + j);
+    small_window_weights(g.x1, g.bin_w, 0, s.pooled_width, x0, T(1), columns);
+    rows.resize(s.pooled_height * kSmall);
+    V weight[kSmall];
+    for (int64_t ph = 0; ph < s.pooled_height; ph += kBlock) {
+      small_window_weights(g.y1, g.bin_h, ph, s.pooled_height, y0, T(1) / (g.bin_w * g.bin_h), weight);
+      for (int64_t l = 0; l < kBlock && ph + l < s.pooled_height; ++l)
+        for (int64_t i = 0; i < kSmall; ++i) rows[(ph + l) * kSmall + i] = weight[i][l];
     }
     for (int64_t l = 0; l < kBlock; ++l) in_row[l] = l < s.pooled_width ? -1 : 0;
   }
@@ -584,7 +614,7 @@ void pool_small_roi(const scalar_t* plane, const SmallRoi<T>& r, const Shapes& s
            (static_cast<T>(pixel[2]) * r.columns[2] + static_cast<T>(pixel[3]) * r.columns[3]);
   }
   for (int64_t ph = 0; ph < s.pooled_height; ++ph, out += s.pooled_width) {
-    const auto& weight = r.rows[ph];
+    const T* weight = r.rows.data() + ph * kSmall;
     const V row = (weight[0] * n[0] + weight[1] * n[1]) + (weight[2] * n[2] + weight[3] * n[3]);
     if (std::is_same_v<scalar_t, T> && out + kBlock <= end) {
       std::memcpy(out, &row, sizeof row);
@@ -627,7 +657,7 @@ void scatter_small_roi(const scalar_t* grad, const scalar_t* end, const SmallRoi
       row = V{};
       for (int64_t pw = 0; pw < s.pooled_width; ++pw) row[pw] = static_cast<T>(grad[pw]);
     }
-    for (int64_t i = 0; i < kSmall; ++i) p[i] += r.rows[ph][i] * row;
+    for (int64_t i = 0; i < kSmall; ++i) p[i] += r.rows[ph * kSmall + i] * row;
   }
   for (int64_t i = 0; i < kSmall; ++i) {
     V products[kSmall];
