@@ -320,22 +320,36 @@ void store_lanes(const typename Channels<T>::type& v, scalar_t* dst) {
   }
 }
 
-// blocks[n][b][y][x][c] = input[n][b * kBlock + c][y][x], 0 past the last channel
+// blocks[n][b][y][x][c] = input[n][b * kBlock + c][y][x], 0 past the last channel. In the AVX2 build, kBlock
+// pixels of the kBlock channels at a time are transposed in registers.
 template <typename scalar_t, typename acc_t>
 void to_blocks(const scalar_t* input, int64_t batch, int64_t channels, int64_t plane, acc_t* blocks) {
   const int64_t per_image = channel_blocks(channels);
   at::parallel_for(0, batch * per_image, grain(plane * kBlock), [&](int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; ++nb) {
       const int64_t n = nb / per_image, first_channel = (nb % per_image) * kBlock;
+      const int64_t count = std::min(kBlock, channels - first_channel);
+      const scalar_t* src = input + (n * channels + first_channel) * plane;  // channel c at src + c * plane
       acc_t* dst = blocks + nb * plane * kBlock;
-      for (int64_t c = 0; c < kBlock; ++c) {
-        if (first_channel + c >= channels) {
-          for (int64_t p = 0; p < plane; ++p) dst[p * kBlock + c] = acc_t(0);
-          continue;
+      int64_t p = 0;
+      if constexpr (kWideVectors) {
+        typename Channels<acc_t>::type tile[kBlock];
+        for (; p + kBlock <= plane; p += kBlock) {
+          for (int64_t c = 0; c < kBlock; ++c) {
+            tile[c] = typename Channels<acc_t>::type{};
+            if (c >= count) continue;
+            if constexpr (std::is_same_v<scalar_t, acc_t>) {
+              std::memcpy(&tile[c], src + c * plane + p, sizeof tile[c]);
+            } else {
+              for (int64_t l = 0; l < kBlock; ++l) tile[c][l] = static_cast<acc_t>(src[c * plane + p + l]);
+            }
+          }
+          transpose<acc_t>(tile);
+          std::memcpy(dst + p * kBlock, tile, sizeof tile);
         }
-        const scalar_t* src = input + (n * channels + first_channel + c) * plane;
-        for (int64_t p = 0; p < plane; ++p) dst[p * kBlock + c] = static_cast<acc_t>(src[p]);
       }
+      for (; p < plane; ++p)
+        for (int64_t c = 0; c < kBlock; ++c) dst[p * kBlock + c] = c < count ? static_cast<acc_t>(src[c * plane + p]) : acc_t(0);
     }
   });
 }
@@ -347,11 +361,24 @@ void add_from_blocks(const acc_t* blocks, int64_t batch, int64_t channels, int64
   at::parallel_for(0, batch * per_image, grain(plane * kBlock), [&](int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; ++nb) {
       const int64_t n = nb / per_image, first_channel = (nb % per_image) * kBlock;
+      const int64_t count = std::min(kBlock, channels - first_channel);
       const acc_t* src = blocks + nb * plane * kBlock;
-      for (int64_t c = 0; c < kBlock && first_channel + c < channels; ++c) {
-        acc_t* dst = output + (n * channels + first_channel + c) * plane;
-        for (int64_t p = 0; p < plane; ++p) dst[p] += src[p * kBlock + c];
+      acc_t* dst = output + (n * channels + first_channel) * plane;  // channel c at dst + c * plane
+      int64_t p = 0;
+      if constexpr (kWideVectors) {
+        typename Channels<acc_t>::type tile[kBlock], sum;
+        for (; p + kBlock <= plane; p += kBlock) {
+          std::memcpy(tile, src + p * kBlock, sizeof tile);
+          transpose<acc_t>(tile);  // tile[c]: pixels p .. p + kBlock - 1 of channel c
+          for (int64_t c = 0; c < count; ++c) {
+            std::memcpy(&sum, dst + c * plane + p, sizeof sum);
+            sum += tile[c];
+            std::memcpy(dst + c * plane + p, &sum, sizeof sum);
+          }
+        }
       }
+      for (; p < plane; ++p)
+        for (int64_t c = 0; c < count; ++c) dst[c * plane + p] += src[p * kBlock + c];
     }
   });
 }
