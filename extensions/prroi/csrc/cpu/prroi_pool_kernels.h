@@ -781,29 +781,35 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
 
 // The forward's passes run backwards for one block of channels of a RoI's window, bin row by bin row:
 //     strip[x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += A_y(ph; i) / area * strip[x][c]
+// The strip is built from the even bins, then the odd ones: neighbouring bins share a pixel, and adding
+// into it right after the bin before has stored it would make each add wait for that store.
 template <typename T>
 void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
                     T* __restrict strip, const Window<T>& w) {
   typename Channels<T>::type value, sum;
+  const int64_t cols = w.cols;  // locals: the stores below could alias w as far as the compiler knows
+  T* const data = w.data;
   for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-    std::fill(strip, strip + w.cols * kBlock, T(0));
-    for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-      std::memcpy(&value, grad + (ph * s.pooled_width + pw) * kBlock, sizeof value);
-      const Taps<T> taps = columns[pw];
-      for (int64_t j = 0; j < taps.count; ++j) {
-        T* at = strip + (taps.first + j - w.x0) * kBlock;
-        std::memcpy(&sum, at, sizeof sum);
-        sum += taps.weight[j] * value;
-        std::memcpy(at, &sum, sizeof sum);
+    std::fill(strip, strip + cols * kBlock, T(0));
+    for (int64_t parity = 0; parity < 2; ++parity)
+      for (int64_t pw = parity; pw < s.pooled_width; pw += 2) {
+        std::memcpy(&value, grad + (ph * s.pooled_width + pw) * kBlock, sizeof value);
+        const Taps<T> taps = columns[pw];
+        for (int64_t j = 0; j < taps.count; ++j) {
+          T* at = strip + (taps.first + j - w.x0) * kBlock;
+          std::memcpy(&sum, at, sizeof sum);
+          sum += taps.weight[j] * value;
+          std::memcpy(at, &sum, sizeof sum);
+        }
       }
-    }
     const Taps<T> taps = rows[ph];
     for (int64_t i = 0; i < taps.count; ++i) {
-      T* row = w.data + (taps.first + i - w.y0) * w.row_stride;
-      for (int64_t x = 0; x < w.cols; ++x) {
+      T* row = data + (taps.first + i - w.y0) * w.row_stride;
+      const T weight = taps.weight[i];
+      for (int64_t x = 0; x < cols; ++x) {
         std::memcpy(&sum, row + x * kBlock, sizeof sum);
         std::memcpy(&value, strip + x * kBlock, sizeof value);
-        sum += taps.weight[i] * value;
+        sum += weight * value;
         std::memcpy(row + x * kBlock, &sum, sizeof sum);
       }
     }
