@@ -232,10 +232,12 @@ def test_plain_kernels_give_the_same_result_from_the_whole_map_and_from_roi_wind
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_small_and_large_roi_windows_inside_and_across_the_border(device: str) -> None:
-    """The CPU kernels pool RoIs whose pixels fit a 4 x 4 window with dense weights, larger ones with taps:
+@pytest.mark.parametrize("output_size", [(7, 7), (11, 5), (3, 8)])
+def test_small_and_large_roi_windows_inside_and_across_the_border(device: str, output_size: tuple[int, int]) -> None:
+    """The CPU kernels pool RoIs whose pixels fit a 4 x 4 window straight from the map (bin rows as vectors of 8
+    lanes: fewer bins, more bin rows than lanes, exactly 8 bins), larger ones with taps on channel blocks:
     both against the reference, with windows cut by every border of the map."""
-    height, width, (kh, kw) = 12, 14, (7, 7)
+    height, width, (kh, kw) = 12, 14, output_size
     sides = [0.3, 1.0, 1.7, 2.6, 3.4, 4.5, 7.0]
     corners = [(5.3, 4.6), (-0.6, -0.4), (width - 1.3, height - 0.8), (-1.5, height - 2.2), (width - 2.4, -2.1)]
     rois = torch.tensor([[0.0, x, y, x + side, y + 0.8 * side] for side in sides for x, y in corners],
