@@ -17,7 +17,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -277,9 +276,10 @@ struct Channels {
 };
 
 // Whether this build has 256-bit vectors (the AVX2 build, which defines SODLIB_CPU_AVX2: GCC's target pragma
-// does not define __AVX2__ in C++), where kBlock floats fill one register. The forward then turns its pooled
-// values from [bin][c] into [c][bin] order with transpose() below; with 128-bit vectors (SSE2, the baseline
-// build) GCC splits its shuffles into many, and copying value by value is faster (measured).
+// does not define __AVX2__ in C++), where kBlock floats fill one register. Data then changes between the
+// channel blocks' order and the tensors' by kBlock x kBlock transposes in registers (transpose() below: the
+// map's copies in to_blocks and add_from_blocks, the pooled values in store_bins); with 128-bit vectors (SSE2,
+// the baseline build) GCC splits their shuffles into many, and copying value by value is faster (measured).
 #ifdef SODLIB_CPU_AVX2
 constexpr bool kWideVectors = true;
 #else
