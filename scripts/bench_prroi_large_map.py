@@ -3,8 +3,8 @@
     python scripts/bench_prroi_large_map.py [--rois 100] [--channels 256] [--threads 1] [--repeats 5]
 
 The workload: a stride-4 map of an 800 x 1344 image (256 x 200 x 336), and RoIs of 16 to 48 image pixels,
-the boxes an FPN assigns to its finest level. Here the RoIs cover less than the map, so the CPU kernels copy
-each RoI's window rather than the whole map. Prints the fastest forward and forward + backward (features)
+the boxes an FPN assigns to its finest level. Here the RoIs cover less than the map, so the CPU kernels read
+the RoIs within 4 x 4 pixels straight from the map and copy each larger RoI's window, not the whole map. Prints the fastest forward and forward + backward (features)
 times of prroi_pool and roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run,
 each run after the other ops' ("cold" in sodlib.ops.benchmark).
 """
