@@ -55,8 +55,11 @@ def check_pooling_arguments(
     spatial_scale: float,
     position_sensitive: bool,
     op_name: str,
+    check_batch_indices: bool = True,
 ) -> tuple[Tensor, int, int]:
-    """Validate the arguments of ``op_name`` and return ``(rois as Tensor[K, 5], kh, kw)``.
+    """Validate the arguments of ``op_name`` and return ``(rois as Tensor[K, 5], kh, kw)``; with
+    ``check_batch_indices=False`` the values of ``rois[:, 0]`` are left to the caller
+    (:func:`check_rois_batch_indices`).
 
     Raises ``TypeError`` / ``ValueError`` naming the argument and the fix.
     """
@@ -96,10 +99,17 @@ def check_pooling_arguments(
     if rois.dtype not in allowed:
         raise TypeError(f"{op_name}: rois are {rois.dtype} but input is {input.dtype}; convert with "
                         f"rois.to(input.dtype)" + (" or keep rois float32" if len(allowed) > 1 else ""))
+    if check_batch_indices:
+        check_rois_batch_indices(input, rois, op_name)
+    return rois, kh, kw
+
+
+def check_rois_batch_indices(input: Tensor, rois: Tensor, op_name: str) -> None:
+    """Raise ``ValueError`` unless every ``rois[:, 0]`` is an integer in ``[0, N)``, for CPU RoIs outside
+    ``torch.compile`` (the compiled CPU kernel does the same check itself, in one pass)."""
     if rois.device.type == "cpu" and rois.numel() and not torch.compiler.is_compiling():
         batch_index = rois[:, 0].detach()
         # an index is valid if it equals itself rounded down and clamped into [0, N - 1] (NaN never does)
         if not bool((batch_index == batch_index.trunc().clamp_(0, input.shape[0] - 1)).all()):
             raise ValueError(f"{op_name}: rois[:, 0] must hold integer batch indices in [0, {input.shape[0]}), "
                              f"got {batch_index.unique().tolist()[:8]}")
-    return rois, kh, kw

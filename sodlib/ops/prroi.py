@@ -16,16 +16,19 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sodlib.ops.arguments import RoIs, check_pooling_arguments
+from sodlib.ops.arguments import RoIs, check_pooling_arguments, check_rois_batch_indices
 from sodlib.ops.extension import use_compiled_kernel
 from sodlib.ops.prroi_reference import pool_reference
 
 
 def _pool(input: Tensor, rois: RoIs, output_size: int | Sequence[int], spatial_scale: float,
           position_sensitive: bool, op_name: str) -> Tensor:
-    rois, kh, kw = check_pooling_arguments(input, rois, output_size, spatial_scale, position_sensitive, op_name)
+    rois, kh, kw = check_pooling_arguments(input, rois, output_size, spatial_scale, position_sensitive, op_name,
+                                           check_batch_indices=False)
     if use_compiled_kernel(input.device):
+        # the CPU kernel checks the batch indices before it pools (CUDA RoIs are not read back to check them)
         return torch.ops.sodlib.prroi_pool_forward(input, rois, float(spatial_scale), kh, kw, position_sensitive)
+    check_rois_batch_indices(input, rois, op_name)
     return pool_reference(input, rois, kh, kw, float(spatial_scale), position_sensitive)
 
 

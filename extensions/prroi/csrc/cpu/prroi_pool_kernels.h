@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -935,6 +936,19 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
   });
 }
 
+// Every RoI's batch index (column 0) is an integer in [0, batch): checked in one pass before any work. Done
+// here rather than in Python, where the same test takes several small tensor ops, which cost more than
+// pooling a few RoIs.
+template <typename acc_t>
+void check_batch_indices(const acc_t* rois, int64_t count, int64_t batch, bool position_sensitive) {
+  for (int64_t k = 0; k < count; ++k) {
+    const acc_t n = rois[5 * k];
+    TORCH_CHECK_VALUE(n >= 0 && n < static_cast<acc_t>(batch) && n == std::trunc(n),
+                      position_sensitive ? "ps_prroi_pool" : "prroi_pool",
+                      ": rois[:, 0] must hold integer batch indices in [0, ", batch, "), got ", n, " in row ", k);
+  }
+}
+
 // The feature map in channel blocks (see to_blocks), in the accumulation type.
 template <typename scalar_t, typename acc_t>
 at::Tensor blocked_map(const at::Tensor& input) {
@@ -954,10 +968,11 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, double spati
   const auto input_c = input.contiguous();
   const auto rois_c = rois.to(at::toOpMathType(input.scalar_type())).contiguous();
   auto output = at::empty({s.rois, s.out_channels, pooled_height, pooled_width}, input.options());
-  if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto scale = static_cast<acc_t>(spatial_scale);
+    check_batch_indices(rois_c.data_ptr<acc_t>(), s.rois, s.batch, position_sensitive);
+    if (output.numel() == 0) return;
     if (position_sensitive) {
       ps_forward_kernel(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
     } else {
