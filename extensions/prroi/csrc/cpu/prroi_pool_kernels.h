@@ -124,11 +124,6 @@ class PlaneTaps {
     return total;
   }
 
-  // plane[offset[t]] += value * weight[t]
-  void scatter(T* plane, T value) const {
-    for (size_t t = 0; t < offset_.size(); ++t) plane[offset_[t]] += value * weight_[t];
-  }
-
  private:
   std::vector<int64_t> offset_;
   std::vector<T> weight_;
@@ -167,29 +162,93 @@ void ps_forward_kernel(const scalar_t* input, const acc_t* rois, acc_t scale, co
   });
 }
 
-// grad_input[n, c', i, j] += grad_output[k, c, ph, pw] * A_y(i) * A_x(j) / bin area.
-// Threads split the output channels: the input channels fed by different output channels are disjoint,
-// so no two threads write the same gradient.
-template <typename scalar_t, typename acc_t>
-void ps_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
-                           acc_t* grad_input) {
-  at::parallel_for(0, s.out_channels, grain(s.rois * s.bins()), [&](int64_t begin, int64_t end) {
-    AxisTaps<acc_t> columns, rows;
-    PlaneTaps<acc_t> bin;
+// One axis's bin taps of every RoI of a call, listed bin by bin: list b holds bin b of RoI 0, 1, ..., so that
+// a kernel visiting one bin of every RoI in turn reads its taps in order.
+template <typename T>
+class TapsByBin {
+ public:
+  void reset(int64_t bins) {
+    first_.assign(bins, {});
+    offset_.assign(bins, {0});
+    weight_.assign(bins, {});
+  }
+
+  // append the next RoI's bins; a RoI that pools nothing gets bins without pixels (taps == nullptr)
+  void add(const AxisTaps<T>* taps) {
+    for (size_t b = 0; b < first_.size(); ++b) {
+      if (taps != nullptr) {
+        const Taps<T> bin = (*taps)[b];
+        first_[b].push_back(bin.first);
+        weight_[b].insert(weight_[b].end(), bin.weight, bin.weight + bin.count);
+      } else {
+        first_[b].push_back(0);
+      }
+      offset_[b].push_back(static_cast<int64_t>(weight_[b].size()));
+    }
+  }
+
+  // bin b of RoI k
+  Taps<T> operator()(int64_t b, int64_t k) const {
+    return Taps<T>{first_[b][k], offset_[b][k + 1] - offset_[b][k], weight_[b].data() + offset_[b][k]};
+  }
+
+ private:
+  std::vector<std::vector<int64_t>> first_, offset_;
+  std::vector<std::vector<T>> weight_;
+};
+
+// Both axes' bin taps of every RoI of a call (rows divided by the bin area), and each RoI's image
+// (batch[k] < 0: RoI k pools nothing).
+template <typename T>
+struct AllRoiTaps {
+  TapsByBin<T> columns, rows;
+  std::vector<int64_t> batch;
+
+  AllRoiTaps(const T* rois, T scale, const Shapes& s) : batch(s.rois, -1) {
+    columns.reset(s.pooled_width);
+    rows.reset(s.pooled_height);
+    AxisTaps<T> roi_columns, roi_rows;
     for (int64_t k = 0; k < s.rois; ++k) {
       const auto g = roi_geometry(rois + 5 * k, scale, s.pooled_height, s.pooled_width, s.batch);
-      if (!g.valid) continue;
-      fill_bin_taps(g, s, columns, rows);
-      const acc_t inv_area = acc_t(1) / (g.bin_w * g.bin_h);
-      for (int64_t ph = 0; ph < s.pooled_height; ++ph)
-        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-          bin.fill(rows[ph], columns[pw], s.width, inv_area);
-          for (int64_t c = begin; c < end; ++c) {
-            const acc_t grad = static_cast<acc_t>(
-                grad_output[((k * s.out_channels + c) * s.pooled_height + ph) * s.pooled_width + pw]);
-            if (grad != acc_t(0)) bin.scatter(grad_input + s.plane_offset(g.batch, c, ph, pw), grad);
-          }
+      if (g.valid) {
+        batch[k] = g.batch;
+        fill_bin_taps(g, s, roi_columns, roi_rows);
+        roi_rows.scale(T(1) / (g.bin_w * g.bin_h));
+      }
+      columns.add(g.valid ? &roi_columns : nullptr);
+      rows.add(g.valid ? &roi_rows : nullptr);
+    }
+  }
+};
+
+// grad_input[n, c', i, j] = sum over the RoIs k of image n of grad_output[k, c, ph, pw] * A_y(ph; i) * A_x(pw; j)
+// / bin area, where c' = (c * kh + ph) * kw + pw. Each RoI has exactly one bin in each input channel c', so
+// the kernel takes the channels in turn and adds every RoI's bin to the channel's plane, which stays in
+// cache meanwhile (RoI by RoI, each RoI would touch all C' planes, far more than a cache holds). Threads
+// split the input channels; each plane is zeroed right before its sums (grad_input may start uninitialised).
+template <typename scalar_t, typename acc_t>
+void ps_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
+                              acc_t* grad_input) {
+  const AllRoiTaps<acc_t> taps(rois, scale, s);
+  const int64_t bins = s.bins(), plane_size = s.height * s.width;
+  at::parallel_for(0, s.in_channels, grain(s.rois), [&](int64_t begin, int64_t end) {
+    for (int64_t channel = begin; channel < end; ++channel) {
+      const int64_t c = channel / bins, bin = channel % bins, ph = bin / s.pooled_width, pw = bin % s.pooled_width;
+      for (int64_t n = 0; n < s.batch; ++n) {
+        acc_t* plane = grad_input + (n * s.in_channels + channel) * plane_size;
+        std::fill(plane, plane + plane_size, acc_t(0));
+      }
+      for (int64_t k = 0; k < s.rois; ++k) {
+        const acc_t grad = static_cast<acc_t>(grad_output[(k * s.out_channels + c) * bins + bin]);
+        if (taps.batch[k] < 0 || grad == acc_t(0)) continue;
+        acc_t* plane = grad_input + (taps.batch[k] * s.in_channels + channel) * plane_size;
+        const Taps<acc_t> rows = taps.rows(ph, k), columns = taps.columns(pw, k);
+        for (int64_t i = 0; i < rows.count; ++i) {
+          const acc_t weight = grad * rows.weight[i];
+          acc_t* row = plane + (rows.first + i) * s.width + columns.first;
+          for (int64_t j = 0; j < columns.count; ++j) row[j] += weight * columns.weight[j];
         }
+      }
     }
   });
 }
@@ -993,8 +1052,8 @@ at::Tensor backward_input(const at::Tensor& grad_output, const at::Tensor& rois,
   check_pooling_arguments(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   const Shapes s = shapes_of(grad_input, rois, pooled_height, pooled_width, position_sensitive);
   check_backward_input_arguments(grad_output, s);
-  grad_input.zero_();  // every kernel adds into it
-  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.to(grad_output.scalar_type());
+  if (grad_output.numel() == 0 || grad_input.numel() == 0) return grad_input.zero_().to(grad_output.scalar_type());
+  if (!position_sensitive) grad_input.zero_();  // the plain kernels add into it; the PS kernel zeroes as it goes
   const auto grad_output_c = grad_output.contiguous();
   const auto rois_c = rois.to(acc_type).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "prroi_pool_backward_input_cpu", [&] {
