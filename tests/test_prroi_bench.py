@@ -16,6 +16,28 @@ def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str])
         for cache in ("cold", "warm"):
             assert f"{cache}   {label}" in out
     assert "cpu     warm   prroi_pool " in out
+    assert "cpu: the fixed cost of a call" in out
+
+
+def test_cold_is_the_first_run_of_a_turn_and_warm_the_runs_after_it() -> None:
+    import time
+
+    import torch
+
+    from sodlib.ops.benchmark import fastest_seconds
+
+    runs = {"a": 0, "b": 0}
+
+    def call(name: str):
+        def run() -> None:  # slow on the first run of each turn of 1 + 2 runs, after one warm-up run
+            runs[name] += 1
+            time.sleep(0.02 if runs[name] % 3 == 2 else 0.001)
+        return run
+
+    best = fastest_seconds({"a": call("a"), "b": call("b")}, {"a": 3, "b": 2}, torch.device("cpu"), warm_runs=2)
+    assert runs == {"a": 1 + 3 * 3, "b": 1 + 2 * 3}
+    for name in runs:
+        assert best[name]["cold"] >= 0.02 > 0.01 > best[name]["warm"]
 
 
 def test_bench_rejects_bad_counts() -> None:

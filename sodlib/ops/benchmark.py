@@ -11,9 +11,13 @@ The workload is R-FCN-sized (seed 000, R-FCN): a stride-16 feature map of a 600 
 "forward + backward" is the forward pass and the gradient of the features (the usual training case,
 where proposals are constants); a separate row adds the box gradient.
 
-The ops take turns, and each turn runs its op twice in a row: the first run ("cold") finds the caches
-filled by the other ops (the PS maps alone are 10 MB), as an op inside a network does; the second ("warm")
-finds its own data in cache, as back-to-back timers such as ``torch.utils.benchmark`` measure.
+The ops take turns, and in its turn an op runs several times in a row. The first run ("cold") finds the
+caches and branch predictors filled by the other ops (the PS maps alone are 10 MB), as an op inside a network
+does; the runs after it ("warm") find the op's own data and code, and PyTorch's, where the run before left
+them, which is the steady state that back-to-back timers such as ``torch.utils.benchmark`` measure.
+:func:`fixed_cost_seconds` times a call that does almost nothing (one RoI): the fixed cost of Python, the
+dispatcher, autograd and the allocator, which a cold run pays several times over, as the other ops have pushed
+PyTorch's own code out of the caches.
 Times are the fastest of the repeats; only ratios measured in the same run are meant to be compared.
 """
 from __future__ import annotations
@@ -78,13 +82,14 @@ CACHES = ("cold", "warm")
 
 
 def fastest_seconds(calls: dict[str, Callable[[], object]], counts: dict[str, int], device: torch.device,
-                    warmup: int = 1) -> dict[str, dict[str, float]]:
+                    warmup: int = 1, warm_runs: int = 3) -> dict[str, dict[str, float]]:
     """Fastest wall time of each ``calls[name]()`` over ``counts[name]`` turns, cold and warm:
     ``{name: {"cold": s, "warm": s}}``.
 
     The calls take turns (round-robin), so that load from other processes falls on all of them alike, and
-    the fastest run is the one least disturbed by it. In its turn a call runs twice: the first run is timed
-    as "cold" (after the other calls), the second as "warm". CUDA is synchronised around every run.
+    the fastest run is the one least disturbed by it. In its turn a call runs ``1 + warm_runs`` times in a
+    row: the first run is timed as "cold" (after the other calls), the others as "warm" (after itself).
+    CUDA is synchronised around every run.
     """
     def synchronize() -> None:
         if device.type == "cuda":
@@ -104,8 +109,9 @@ def fastest_seconds(calls: dict[str, Callable[[], object]], counts: dict[str, in
     for round_ in range(max(counts.values())):
         for name, fn in calls.items():
             if round_ < counts[name]:
-                for cache in CACHES:
-                    best[name][cache] = min(best[name][cache], seconds(fn))
+                best[name]["cold"] = min(best[name]["cold"], seconds(fn))
+                for _ in range(warm_runs):
+                    best[name]["warm"] = min(best[name]["warm"], seconds(fn))
     return best
 
 
@@ -122,28 +128,29 @@ def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Wor
     rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1).to(device)
     grad_output = torch.ones(len(rois), classes, k, k, device=device)
 
-    ops: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Tensor]] = {
-        "prroi_pool": (lambda f, r: prroi_pool(f, r, k, scale), features),
-        "prroi_pool_reference": (lambda f, r: prroi_pool_reference(f, r, k, scale), features),
-        "roi_align(sampling_ratio=2)": (lambda f, r: roi_align(f, r, k, scale, 2, aligned=False), features),
-        "ps_prroi_pool": (lambda f, r: ps_prroi_pool(f, r, k, scale), score_maps),
-        "ps_prroi_pool_reference": (lambda f, r: ps_prroi_pool_reference(f, r, k, scale), score_maps),
-        "ps_roi_align(sampling_ratio=2)": (lambda f, r: ps_roi_align(f, r, k, scale, 2), score_maps),
+    # name: (op, its maps, its RoIs)
+    ops: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor]] = {
+        "prroi_pool": (lambda f, r: prroi_pool(f, r, k, scale), features, rois),
+        "prroi_pool_reference": (lambda f, r: prroi_pool_reference(f, r, k, scale), features, rois),
+        "roi_align(sampling_ratio=2)": (lambda f, r: roi_align(f, r, k, scale, 2, aligned=False), features, rois),
+        "ps_prroi_pool": (lambda f, r: ps_prroi_pool(f, r, k, scale), score_maps, rois),
+        "ps_prroi_pool_reference": (lambda f, r: ps_prroi_pool_reference(f, r, k, scale), score_maps, rois),
+        "ps_roi_align(sampling_ratio=2)": (lambda f, r: ps_roi_align(f, r, k, scale, 2), score_maps, rois),
     }
 
-    def forward(pool, maps):
+    def forward(pool, maps, rois):
         def run() -> None:
             with torch.no_grad():
                 pool(maps, rois)
         return run
 
-    def forward_backward(pool, maps):
-        leaf = maps.clone().requires_grad_()
-        return lambda: torch.autograd.grad(pool(leaf, rois), leaf, grad_output)
+    def forward_backward(pool, maps, rois):
+        leaf, grad = maps.clone().requires_grad_(), grad_output[:len(rois)]
+        return lambda: torch.autograd.grad(pool(leaf, rois), leaf, grad)
 
-    def with_box_gradient(pool, maps):
-        leaf, boxes_leaf = maps.clone().requires_grad_(), rois.clone().requires_grad_()
-        return lambda: torch.autograd.grad(pool(leaf, boxes_leaf), (leaf, boxes_leaf), grad_output)
+    def with_box_gradient(pool, maps, rois):
+        leaf, boxes_leaf, grad = maps.clone().requires_grad_(), rois.clone().requires_grad_(), grad_output[:len(rois)]
+        return lambda: torch.autograd.grad(pool(leaf, boxes_leaf), (leaf, boxes_leaf), grad)
 
     counts = {name: reference_repeats if name.endswith("reference") else repeats for name in ops}
     timings = []
@@ -156,6 +163,24 @@ def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Wor
             for cache, seconds in by_cache.items():
                 timings.append(Timing(name, device.type, mode, seconds, cache))
     return timings
+
+
+def fixed_cost_seconds(device: str | torch.device = "cpu", workload: Workload = Workload(), repeats: int = 20,
+                       seed: int = 0) -> dict[str, float]:
+    """Fastest forward + feature backward of :func:`prroi_pool` on the workload's map with one RoI:
+    ``{"cold": s, "warm": s}``, cold right after ``ps_roi_align`` over the workload's score maps and RoIs
+    (another op's code and data), warm right after itself."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    height, width = workload.feature_size
+    k, classes, scale = workload.bins, workload.classes, 1.0 / workload.stride
+    score_maps = torch.randn(1, classes * k * k, height, width, generator=generator).to(device)
+    leaf = torch.randn(1, classes, height, width, generator=generator).to(device).requires_grad_()
+    rois = torch.cat([torch.zeros(workload.rois, 1), random_boxes(workload, generator)], dim=1).to(device)
+    grad = torch.ones(1, classes, k, k, device=device)
+    calls = {"other": lambda: ps_roi_align(score_maps, rois, k, scale, 2),
+             "one": lambda: torch.autograd.grad(prroi_pool(leaf, rois[:1], k, scale), leaf, grad)}
+    return fastest_seconds(calls, {"other": repeats, "one": repeats}, device, warm_runs=1)["one"]
 
 
 # (label, ours, other): the ratio printed is time(other) / time(ours) for the reference ("x faster")

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sodlib.ops.benchmark import Workload, benchmark_prroi, format_ratio_table, format_times_table, ratio_table
+    from sodlib.ops.benchmark import (Workload, benchmark_prroi, fixed_cost_seconds, format_ratio_table,
+                                      format_times_table, ratio_table)
 
     if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0:
         raise ValueError("--rois, --repeats and --reference-repeats must be positive")
@@ -56,7 +57,14 @@ def run(args: argparse.Namespace) -> int:
         timings += benchmark_prroi(device, workload, args.repeats, args.reference_repeats, args.seed)
     print(format_ratio_table(ratio_table(timings)))
     print("speed-up: reference time / compiled time; time ratio: compiled time / torchvision time (<1 is faster)")
+    print("cold: an op's first run after the other ops; warm: its runs right after itself (the steady state of "
+          "back-to-back timing)")
     print()
     print("fastest times, for reading the ratios (they depend on the machine and its load):")
     print(format_times_table(timings))
+    print()
+    for device in devices:
+        fixed = fixed_cost_seconds(device, workload, seed=args.seed)
+        print(f"{device}: the fixed cost of a call (prroi_pool forward+backward on 1 RoI): "
+              f"cold {fixed['cold'] * 1e3:.3f} ms, warm {fixed['warm'] * 1e3:.3f} ms")
     return 0
