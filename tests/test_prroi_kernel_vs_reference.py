@@ -261,3 +261,27 @@ def test_small_and_large_roi_windows_inside_and_across_the_border(device: str, o
     torch.testing.assert_close(ours, reference, **tolerance)
     torch.testing.assert_close(ours_input.grad, ref_input.grad, **tolerance)
     torch.testing.assert_close(ours_rois.grad, ref_rois.grad, **tolerance)
+
+
+@pytest.mark.skipif(not has_compiled_kernel(torch.device("cpu")), reason="needs the compiled extension")
+@pytest.mark.parametrize(("height", "width", "max_side"), [(38, 63, 300.0), (200, 300, 150.0)],
+                         ids=["whole-map", "roi-windows"])
+def test_cpu_threads_split_the_feature_gradient_into_row_bands(height: int, width: int, max_side: float) -> None:
+    """The plain feature gradient runs one task per (band of map rows, block of 8 channels), with as many bands
+    as threads: more threads than blocks (21 channels: 3), RoIs across band borders, small and large RoIs, on
+    the whole map's blocks and on RoI windows, must give what one thread gives."""
+    g = torch.Generator().manual_seed(11)
+    side = 8 + (max_side - 8) * torch.rand(300, 2, generator=g, dtype=torch.float64)
+    corner = torch.rand(300, 2, generator=g, dtype=torch.float64) * torch.tensor([16.0 * width, 16.0 * height])
+    rois = torch.cat([torch.zeros(300, 1, dtype=torch.float64), corner, corner + side], dim=1)
+    grad = torch.randn(300, 21, 7, 7, generator=g, dtype=torch.float64)
+
+    def feature_gradient(threads: int) -> torch.Tensor:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return torch.ops.sodlib.prroi_pool_backward_input(grad, rois, 1 / 16, 7, 7, False, 1, 21, height, width)
+        finally:
+            torch.set_num_threads(before)
+
+    torch.testing.assert_close(feature_gradient(5), feature_gradient(1), rtol=0, atol=1e-12)

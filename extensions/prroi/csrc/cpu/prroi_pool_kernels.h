@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "prroi_math.h"
@@ -461,6 +462,15 @@ Extent roi_extent(const G& g, const Shapes& s) {
   return e;
 }
 
+// Rows lo .. hi - 1 of the feature map: the part of the feature gradient that one task of the plain kernel
+// writes. rows(first, count) is the range of i in [0, count) with first + i in the band.
+struct RowBand {
+  int64_t lo, hi;
+  std::pair<int64_t, int64_t> rows(int64_t first, int64_t count) const {
+    return {std::max<int64_t>(0, lo - first), std::min(count, hi - first)};
+  }
+};
+
 // Whether a RoI takes the small-RoI path of the plain kernels (see SmallRoi below): its pixels fit a
 // kSmall x kSmall window.
 constexpr int64_t kSmall = 4;
@@ -468,6 +478,17 @@ constexpr int64_t kSmall = 4;
 bool is_small(const Extent& e, const Shapes& s) {
   return e.rows <= kSmall && e.cols <= kSmall && s.height >= kSmall && s.width >= kSmall &&
          s.pooled_width <= kBlock;
+}
+
+// The first row (or column) of a small RoI's window whose pixels start at `first` on an axis of `size`
+// pixels: the window is moved inside the map at the bottom and right borders.
+int64_t small_window_first(int64_t first, int64_t size) { return std::min(first, size - kSmall); }
+
+// The map rows a plain kernel reads for a RoI, and the feature gradient writes: its window's.
+RowBand window_rows(const Extent& e, const Shapes& s) {
+  if (!is_small(e, s)) return RowBand{e.y0, e.y0 + e.rows};
+  const int64_t first = small_window_first(e.y0, s.height);
+  return RowBand{first, first + kSmall};
 }
 
 // A RoI's pixels in one block of channels, whose rows are row_stride values apart (data points at (y0, x0)).
@@ -527,12 +548,14 @@ class BlockedGradient {
     return Window<acc_t>{buffer_.data(), e.y0, e.x0, e.rows, e.cols, e.cols * kBlock};
   }
 
-  void close(int64_t batch, const Extent& e, int64_t block) {
+  // add the window's rows in `band` to grad_input
+  void close(int64_t batch, const Extent& e, int64_t block, const RowBand& band) {
     if (grad_blocks_ != nullptr) return;
     const int64_t channels = std::min(kBlock, s_.out_channels - block * kBlock);
+    const auto [first, last] = band.rows(e.y0, e.rows);
     for (int64_t c = 0; c < channels; ++c) {
       acc_t* plane = grad_input_ + ((batch * s_.in_channels + block * kBlock + c) * s_.height + e.y0) * s_.width + e.x0;
-      for (int64_t y = 0; y < e.rows; ++y)
+      for (int64_t y = first; y < last; ++y)
         for (int64_t x = 0; x < e.cols; ++x) plane[y * s_.width + x] += buffer_[(y * e.cols + x) * kBlock + c];
     }
   }
@@ -673,8 +696,8 @@ struct SmallRoi {
   typename Channels<T>::lanes in_row;  // all bits set in lanes pw < kw
 
   void fill(const RoiGeometry<T>& g, const Extent& e, const Shapes& s) {
-    y0 = std::min(e.y0, s.height - kSmall);
-    x0 = std::min(e.x0, s.width - kSmall);
+    y0 = small_window_first(e.y0, s.height);
+    x0 = small_window_first(e.x0, s.width);
     small_window_weights(g.x1, g.bin_w, 0, s.pooled_width, x0, T(1), columns);
     rows.resize(s.pooled_height * kSmall);
     V weight[kSmall];
@@ -728,11 +751,12 @@ __attribute__((always_inline)) inline typename SmallRoi<T>::Quad lane_sums(const
   return sums;
 }
 
-// plane[y0 + i][x0 + j] += sum_pw (sum_ph R[ph][i] grad[ph][pw]) X[pw][j] for one channel: the inner sums
-// along a bin row (lane pw), then one lane sum per pixel. `end` is the end of the RoI's gradient: a bin row
-// is read as a whole vector (its extra lanes masked) unless the vector would reach past it.
+// plane[y0 + i][x0 + j] += sum_pw (sum_ph R[ph][i] grad[ph][pw]) X[pw][j] for one channel, in the rows of
+// `band`: the inner sums along a bin row (lane pw), then one lane sum per pixel. `end` is the end of the RoI's
+// gradient: a bin row is read as a whole vector (its extra lanes masked) unless the vector would reach past it.
 template <typename scalar_t, typename T>
-void scatter_small_roi(const scalar_t* grad, const scalar_t* end, const SmallRoi<T>& r, const Shapes& s, T* plane) {
+void scatter_small_roi(const scalar_t* grad, const scalar_t* end, const SmallRoi<T>& r, const Shapes& s,
+                       const RowBand& band, T* plane) {
   using V = typename Channels<T>::type;
   using L = typename Channels<T>::lanes;
   V p[kSmall] = {}, row;  // p[i][pw] = sum_ph R[ph][i] grad[ph][pw]
@@ -746,7 +770,8 @@ void scatter_small_roi(const scalar_t* grad, const scalar_t* end, const SmallRoi
     }
     for (int64_t i = 0; i < kSmall; ++i) p[i] += r.rows[ph * kSmall + i] * row;
   }
-  for (int64_t i = 0; i < kSmall; ++i) {
+  for (int64_t i = 0; i < kSmall; ++i) {  // a fixed count, so that the loop is unrolled
+    if (r.y0 + i < band.lo || r.y0 + i >= band.hi) continue;
     V products[kSmall];
     for (int64_t j = 0; j < kSmall; ++j) products[j] = p[i] * r.columns[j];
     T* at = plane + (r.y0 + i) * s.width + r.x0;
@@ -839,17 +864,21 @@ void plain_forward_kernel(const scalar_t* input, const acc_t* blocks, const acc_
   });
 }
 
-// The forward's passes run backwards for one block of channels of a RoI's window, bin row by bin row:
+// The forward's passes run backwards for one block of channels of a RoI's window, bin row by bin row, for the
+// map rows in `band`:
 //     strip[x][c] = sum_pw A_x(pw; x) grad[ph][pw][c],   window[i][x][c] += A_y(ph; i) / area * strip[x][c]
 // The strip is built from the even bins, then the odd ones: neighbouring bins share a pixel, and adding
 // into it right after the bin before has stored it would make each add wait for that store.
 template <typename T>
 void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const AxisTaps<T>& columns, const Shapes& s,
-                    T* __restrict strip, const Window<T>& w) {
+                    const RowBand& band, T* __restrict strip, const Window<T>& w) {
   typename Channels<T>::type value, sum;
   const int64_t cols = w.cols;  // locals: the stores below could alias w as far as the compiler knows
   T* const data = w.data;
   for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+    const Taps<T> taps = rows[ph];
+    const auto [first, last] = band.rows(taps.first, taps.count);
+    if (first >= last) continue;
     std::fill(strip, strip + cols * kBlock, T(0));
     for (int64_t parity = 0; parity < 2; ++parity)
       for (int64_t pw = parity; pw < s.pooled_width; pw += 2) {
@@ -862,8 +891,7 @@ void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const Axi
           std::memcpy(at, &sum, sizeof sum);
         }
       }
-    const Taps<T> taps = rows[ph];
-    for (int64_t i = 0; i < taps.count; ++i) {
+    for (int64_t i = first; i < last; ++i) {
       T* row = data + (taps.first + i - w.y0) * w.row_stride;
       const T weight = taps.weight[i];
       for (int64_t x = 0; x < cols; ++x) {
@@ -878,12 +906,20 @@ void scatter_window(const T* __restrict grad, const AxisTaps<T>& rows, const Axi
 
 // grad_input[n][c][i][j] += sum_{ph, pw} grad_output[k, c, ph, pw] A_y(ph; i) A_x(pw; j) / bin area, RoI by RoI:
 // small RoIs straight into grad_input (scatter_small_roi), the others through the blocked gradient
-// (scatter_window). Threads split the channel blocks, so no two threads write the same gradient.
+// (scatter_window). A task writes one block of channels in one band of map rows, so no two threads write
+// the same gradient; there are as many bands as threads, so that the threads share the work even when the
+// channels make fewer blocks than there are threads (21 classes: 3 blocks). A thread takes its tasks RoI by RoI,
+// and a RoI across two bands is scattered by both tasks, each into its own rows.
 template <typename scalar_t, typename acc_t>
 void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois, acc_t scale, const Shapes& s,
                                  acc_t* grad_input, acc_t* grad_blocks) {
-  const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width;
-  at::parallel_for(0, channel_blocks(s.out_channels), grain(s.rois * bins * kBlock), [&](int64_t begin, int64_t end) {
+  const int64_t bins = s.bins(), kh = s.pooled_height, kw = s.pooled_width, blocks = channel_blocks(s.out_channels);
+  const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(s.height, at::get_num_threads()));
+  const auto band_of = [&](int64_t task) {  // tasks go band by band, block by block
+    const int64_t band = task / blocks;
+    return RowBand{band * s.height / bands, (band + 1) * s.height / bands};
+  };
+  at::parallel_for(0, bands * blocks, grain(s.rois * bins * kBlock / bands), [&](int64_t begin, int64_t end) {
     PlainWeights<acc_t> weights;
     BlockedGradient<acc_t> gradient(grad_input, grad_blocks, s);
     std::vector<acc_t> strip(s.width * kBlock), grad(bins * kBlock);
@@ -891,20 +927,25 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
       const Extent e = roi_extent(g, s);
+      const RowBand written = window_rows(e, s);
+      if (band_of(begin).lo >= written.hi || band_of(end - 1).hi <= written.lo) continue;
       weights.fill(g, e, s);
       const scalar_t* roi_grad = grad_output + k * s.out_channels * bins;
-      if (weights.small) {
-        const int64_t last = std::min(end * kBlock, s.out_channels);
-        for (int64_t c = begin * kBlock; c < last; ++c)
-          scatter_small_roi(roi_grad + c * bins, roi_grad + s.out_channels * bins, weights.small_roi, s,
-                            grad_input + s.plane_offset(g.batch, c, 0, 0));
-        continue;
-      }
-      for (int64_t b = begin; b < end; ++b) {
+      for (int64_t task = begin; task < end; ++task) {
+        const RowBand band = band_of(task);
+        if (band.lo >= written.hi || band.hi <= written.lo) continue;
+        const int64_t b = task % blocks;
+        if (weights.small) {
+          const int64_t last = std::min((b + 1) * kBlock, s.out_channels);
+          for (int64_t c = b * kBlock; c < last; ++c)
+            scatter_small_roi(roi_grad + c * bins, roi_grad + s.out_channels * bins, weights.small_roi, s, band,
+                              grad_input + s.plane_offset(g.batch, c, 0, 0));
+          continue;
+        }
         gather_bins(roi_grad + b * kBlock * bins, std::min(kBlock, s.out_channels - b * kBlock), bins, grad.data());
         const Window<acc_t> w = gradient.open(g.batch, e, b);
-        scatter_window(grad.data(), weights.rows, weights.columns, s, strip.data(), w);
-        gradient.close(g.batch, e, b);
+        scatter_window(grad.data(), weights.rows, weights.columns, s, band, strip.data(), w);
+        gradient.close(g.batch, e, b, band);
       }
     }
   });
