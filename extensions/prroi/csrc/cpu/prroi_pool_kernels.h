@@ -951,12 +951,146 @@ void plain_backward_input_kernel(const scalar_t* grad_output, const acc_t* rois,
   });
 }
 
-// grad_rois[k] = (0, d/dx1, d/dy1, d/dx2, d/dy2) of sum(grad_output * output), one RoI per task.
-// For each bin, summed over channels c with weights grad[c] (seed 000, eq. 7):
-//     d out / d left = out / bin_w - (integral of f along the left edge) / area,   likewise the others.
-// The edge integrals reuse the two passes of the forward: along the vertical line x = e, the integral over
-// the bin's rows is sum_j hat(e - j) strip[ph][j] (edge taps instead of bin taps in the second pass), and
-// along a horizontal line the same with rows and columns swapped.
+// Per bin b of one RoI, summed over the channels c with the weights grad[c][b]: the bin's mean (grad_out), and
+// the line integrals of f along its four edges divided by the bin area (left, right, top, bottom).
+template <typename T>
+struct EdgeSums {
+  std::vector<T> grad_out, left, right, top, bottom;
+
+  void reset(int64_t bins) {
+    for (auto* sums : {&grad_out, &left, &right, &top, &bottom}) sums->assign(bins, T(0));
+  }
+
+  // grad_roi[1 .. 4] = d/dx1, d/dy1, d/dx2, d/dy2 of the RoI's image corners (seed 000, eq. 7):
+  //     d out / d left = out / bin_w - (integral along the left edge) / area,   likewise the other edges,
+  // and the bin edges move with the corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1.
+  void corner_gradients(const RoiGeometry<T>& g, const Shapes& s, T scale, T* grad_roi) const {
+    const int64_t kh = s.pooled_height, kw = s.pooled_width;
+    T d_x1 = 0, d_y1 = 0, d_x2 = 0, d_y2 = 0;  // w.r.t. the scaled corners
+    for (int64_t ph = 0; ph < kh; ++ph)
+      for (int64_t pw = 0; pw < kw; ++pw) {
+        const int64_t b = ph * kw + pw;
+        const T d_left = grad_out[b] / g.bin_w - left[b];
+        const T d_right = right[b] - grad_out[b] / g.bin_w;
+        const T d_top = grad_out[b] / g.bin_h - top[b];
+        const T d_bottom = bottom[b] - grad_out[b] / g.bin_h;
+        const T fl = static_cast<T>(pw) / kw, fr = static_cast<T>(pw + 1) / kw;
+        const T ft = static_cast<T>(ph) / kh, fb = static_cast<T>(ph + 1) / kh;
+        d_x1 += d_left * (1 - fl) + d_right * (1 - fr);
+        d_x2 += d_left * fl + d_right * fr;
+        d_y1 += d_top * (1 - ft) + d_bottom * (1 - fb);
+        d_y2 += d_top * ft + d_bottom * fb;
+      }
+    grad_roi[1] = d_x1 * scale;
+    grad_roi[2] = d_y1 * scale;
+    grad_roi[3] = d_x2 * scale;
+    grad_roi[4] = d_y2 * scale;
+  }
+};
+
+// The edge weights of a small RoI's window (see SmallRoi), for the line integrals along its bin edges:
+//     vertical line x = x1 + e * bin_w (e = 0 .. kw):   columns[j][e] = hat(x - (x0 + j)),  0 in lanes e > kw
+//     horizontal line y = y1 + e * bin_h (e = 0 .. kh): rows[e * kSmall + i] = hat(y - (y0 + i)) / bin area
+// The integral along x = e over bin row ph is then sum_i R[ph][i] sum_j W[i][j] columns[j][e], and along
+// y = e over bin column pw sum_i rows[e][i] sum_j W[i][j] X[pw][j]. Needs kw + 1 <= kBlock edges in a vector.
+template <typename T>
+struct SmallRoiEdges {
+  using V = typename Channels<T>::type;
+  V columns[kSmall];
+  std::vector<T> rows;
+
+  static bool fits(const Shapes& s) { return s.pooled_width + 1 <= kBlock; }
+
+  void fill(const RoiGeometry<T>& g, const SmallRoi<T>& r, const Shapes& s) {
+    const auto max = [](const V& a, const V& b) -> V { return a > b ? a : b; };
+    V edge, in_range;
+    for (int64_t l = 0; l < kBlock; ++l) {
+      edge[l] = g.x1 + static_cast<T>(l) * g.bin_w;
+      in_range[l] = l <= s.pooled_width ? T(1) : T(0);
+    }
+    const V zero = {}, one = zero + T(1);
+    for (int64_t j = 0; j < kSmall; ++j) {
+      const V t = edge - static_cast<T>(r.x0 + j);
+      columns[j] = in_range * max(one - max(t, -t), zero);
+    }
+    const T inv_area = T(1) / (g.bin_w * g.bin_h);
+    rows.resize((s.pooled_height + 1) * kSmall);
+    for (int64_t e = 0; e <= s.pooled_height; ++e) {
+      const T y = g.y1 + static_cast<T>(e) * g.bin_h;
+      for (int64_t i = 0; i < kSmall; ++i) rows[e * kSmall + i] = hat(y - static_cast<T>(r.y0 + i)) * inv_area;
+    }
+  }
+};
+
+// EdgeSums of a small RoI straight from the [C][H][W] map (`input` at its image's channel 0), bin row by bin
+// row with lanes along the row (pw, or the edge e): per channel N = W X^T and N_E = W E^T (E: the vertical
+// edges' weights), then for each bin row the mean R[ph] N, the vertical edges R[ph] N_E (the right edge of bin pw
+// is the left edge of pw + 1: lanes moved down by one) and the horizontal edges rows[e] N. `grad`: the RoI's
+// gradient, [C][kh][kw], ending at `end`; `acc`: scratch of 5 * kh * kBlock values.
+template <typename scalar_t, typename T>
+void small_roi_edge_sums(const scalar_t* input, const scalar_t* grad, const scalar_t* end, const SmallRoi<T>& r,
+                         const SmallRoiEdges<T>& edges, const Shapes& s, std::vector<T>& acc, EdgeSums<T>& sums) {
+  using V = typename Channels<T>::type;
+  using L = typename Channels<T>::lanes;
+  const int64_t kh = s.pooled_height, kw = s.pooled_width, plane = s.height * s.width;
+  acc.assign(5 * kh * kBlock, T(0));  // [grad_out, left, right, top, bottom][ph][lane]
+  const auto add = [&](int64_t which, int64_t ph, const V& v) {
+    T* at = acc.data() + (which * kh + ph) * kBlock;
+    V total;
+    std::memcpy(&total, at, sizeof total);
+    total += v;
+    std::memcpy(at, &total, sizeof total);
+  };
+  for (int64_t c = 0; c < s.out_channels; ++c, grad += s.bins()) {
+    const scalar_t* window = input + c * plane + r.y0 * s.width + r.x0;
+    V n[kSmall], n_edges[kSmall];  // n[i][pw] = sum_j W[i][j] X[pw][j], n_edges[i][e] = sum_j W[i][j] E[e][j]
+    for (int64_t i = 0; i < kSmall; ++i) {
+      n[i] = V{};
+      n_edges[i] = V{};
+      for (int64_t j = 0; j < kSmall; ++j) {
+        const T pixel = static_cast<T>(window[i * s.width + j]);
+        n[i] += pixel * r.columns[j];
+        n_edges[i] += pixel * edges.columns[j];
+      }
+    }
+    const auto row_edge = [&](int64_t e) {  // sum_i rows[e][i] n[i]: horizontal line e, lanes pw
+      const T* w = edges.rows.data() + e * kSmall;
+      return (w[0] * n[0] + w[1] * n[1]) + (w[2] * n[2] + w[3] * n[3]);
+    };
+    V upper = row_edge(0), row;
+    for (int64_t ph = 0; ph < kh; ++ph) {
+      const scalar_t* g = grad + ph * kw;
+      if (std::is_same_v<scalar_t, T> && g + kBlock <= end) {
+        std::memcpy(&row, g, sizeof row);
+        row = reinterpret_cast<V>(reinterpret_cast<L>(row) & r.in_row);
+      } else {
+        row = V{};
+        for (int64_t pw = 0; pw < kw; ++pw) row[pw] = static_cast<T>(g[pw]);
+      }
+      const T* weight = r.rows.data() + ph * kSmall;
+      const V mean = (weight[0] * n[0] + weight[1] * n[1]) + (weight[2] * n[2] + weight[3] * n[3]);
+      const V vertical = (weight[0] * n_edges[0] + weight[1] * n_edges[1]) +
+                         (weight[2] * n_edges[2] + weight[3] * n_edges[3]);
+      const V lower = row_edge(ph + 1);
+      add(0, ph, row * mean);
+      add(1, ph, row * vertical);
+      add(2, ph, row * __builtin_shuffle(vertical, L{1, 2, 3, 4, 5, 6, 7, 7}));
+      add(3, ph, row * upper);
+      add(4, ph, row * lower);
+      upper = lower;
+    }
+  }
+  std::vector<T>* out[5] = {&sums.grad_out, &sums.left, &sums.right, &sums.top, &sums.bottom};
+  for (int64_t which = 0; which < 5; ++which)
+    for (int64_t ph = 0; ph < kh; ++ph)
+      for (int64_t pw = 0; pw < kw; ++pw) (*out[which])[ph * kw + pw] = acc[(which * kh + ph) * kBlock + pw];
+}
+
+// grad_rois[k] = (0, d/dx1, d/dy1, d/dx2, d/dy2) of sum(grad_output * output), one RoI per task, from the RoI's
+// EdgeSums. A small RoI (and at most kBlock - 1 bins per row) takes small_roi_edge_sums. Otherwise the edge
+// integrals reuse the two passes of the forward: along the vertical line x = e, the integral over the bin's
+// rows is sum_j hat(e - j) strip[ph][j] (edge taps instead of bin taps in the second pass), and along a
+// horizontal line the same with rows and columns swapped.
 template <typename scalar_t, typename acc_t>
 void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input, const acc_t* blocks,
                                 const acc_t* rois, const scalar_t* output, acc_t scale, const Shapes& s,
@@ -965,40 +1099,48 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
   at::parallel_for(0, s.rois, grain(s.out_channels * bins), [&](int64_t begin, int64_t end) {
     BlockedPixels<scalar_t, acc_t> pixels(input, blocks, s);
     AxisTaps<acc_t> columns, rows, column_edges, row_edges;
-    std::vector<acc_t> strip(std::max(s.height, s.width) * kBlock), grad(bins * kBlock);
-    // per bin, summed over channels: grad * out, and grad * (line integral / area) along each edge
-    std::vector<acc_t> grad_out(bins), left(bins), right(bins), top(bins), bottom(bins);
+    SmallRoi<acc_t> small;
+    SmallRoiEdges<acc_t> small_edges;
+    EdgeSums<acc_t> sums;
+    std::vector<acc_t> strip(std::max(s.height, s.width) * kBlock), grad(bins * kBlock), scratch;
     for (int64_t k = begin; k < end; ++k) {
       acc_t* grad_roi = grad_rois + 5 * k;
       std::fill(grad_roi, grad_roi + 5, acc_t(0));
       const auto g = roi_geometry(rois + 5 * k, scale, kh, kw, s.batch);
       if (!g.valid) continue;
+      sums.reset(bins);
+      const Extent e = roi_extent(g, s);
+      const scalar_t* roi_grad = grad_output + k * s.out_channels * bins;
+      if (is_small(e, s) && SmallRoiEdges<acc_t>::fits(s)) {
+        small.fill(g, e, s);
+        small_edges.fill(g, small, s);
+        small_roi_edge_sums(input + s.plane_offset(g.batch, 0, 0, 0), roi_grad, roi_grad + s.out_channels * bins,
+                            small, small_edges, s, scratch, sums);
+        sums.corner_gradients(g, s, scale, grad_roi);
+        continue;
+      }
       fill_bin_taps(g, s, columns, rows);
       // both passes integrate over a bin: divide by its area once, here
       rows.scale(acc_t(1) / (g.bin_w * g.bin_h));
       columns.scale(acc_t(1) / (g.bin_w * g.bin_h));
       column_edges.fill_edges(g.x1, g.bin_w, kw, s.width);
       row_edges.fill_edges(g.y1, g.bin_h, kh, s.height);
-      std::fill(grad_out.begin(), grad_out.end(), acc_t(0));
       for (int64_t c = 0; c < s.out_channels; ++c) {
         const int64_t o = (k * s.out_channels + c) * bins;
         for (int64_t b = 0; b < bins; ++b)
-          grad_out[b] += static_cast<acc_t>(grad_output[o + b]) * static_cast<acc_t>(output[o + b]);
+          sums.grad_out[b] += static_cast<acc_t>(grad_output[o + b]) * static_cast<acc_t>(output[o + b]);
       }
-      for (auto* sums : {&left, &right, &top, &bottom}) std::fill(sums->begin(), sums->end(), acc_t(0));
-      const Extent e = roi_extent(g, s);
       for (int64_t b = 0; b < channel_blocks(s.out_channels); ++b) {
         const Window<const acc_t> w = pixels.window(g.batch, e, b);
-        gather_bins(grad_output + (k * s.out_channels + b * kBlock) * bins, std::min(kBlock, s.out_channels - b * kBlock),
-                    bins, grad.data());
+        gather_bins(roi_grad + b * kBlock * bins, std::min(kBlock, s.out_channels - b * kBlock), bins, grad.data());
         // vertical line x = column edge e: the left edge of bin pw = e and the right edge of bin e - 1
         for (int64_t ph = 0; ph < kh; ++ph) {
           integrate_rows(w, rows[ph], strip.data());
           for (int64_t e = 0; e <= kw; ++e) {
             const auto edge = combine(strip.data(), w.x0, column_edges[e]);
             const int64_t bin = ph * kw + e;
-            if (e < kw) left[bin] += dot(grad.data() + bin * kBlock, edge);
-            if (e > 0) right[bin - 1] += dot(grad.data() + (bin - 1) * kBlock, edge);
+            if (e < kw) sums.left[bin] += dot(grad.data() + bin * kBlock, edge);
+            if (e > 0) sums.right[bin - 1] += dot(grad.data() + (bin - 1) * kBlock, edge);
           }
         }
         // horizontal line y = row edge e: the top edge of bin ph = e and the bottom edge of bin e - 1
@@ -1007,31 +1149,12 @@ void plain_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* inp
           for (int64_t e = 0; e <= kh; ++e) {
             const auto edge = combine(strip.data(), w.y0, row_edges[e]);
             const int64_t bin = e * kw + pw;
-            if (e < kh) top[bin] += dot(grad.data() + bin * kBlock, edge);
-            if (e > 0) bottom[bin - kw] += dot(grad.data() + (bin - kw) * kBlock, edge);
+            if (e < kh) sums.top[bin] += dot(grad.data() + bin * kBlock, edge);
+            if (e > 0) sums.bottom[bin - kw] += dot(grad.data() + (bin - kw) * kBlock, edge);
           }
         }
       }
-      acc_t d_x1 = 0, d_y1 = 0, d_x2 = 0, d_y2 = 0;  // w.r.t. the scaled corners
-      for (int64_t ph = 0; ph < kh; ++ph)
-        for (int64_t pw = 0; pw < kw; ++pw) {
-          const int64_t b = ph * kw + pw;
-          const acc_t d_left = grad_out[b] / g.bin_w - left[b];
-          const acc_t d_right = right[b] - grad_out[b] / g.bin_w;
-          const acc_t d_top = grad_out[b] / g.bin_h - top[b];
-          const acc_t d_bottom = bottom[b] - grad_out[b] / g.bin_h;
-          // bin edges move with the RoI corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1
-          const acc_t fl = static_cast<acc_t>(pw) / kw, fr = static_cast<acc_t>(pw + 1) / kw;
-          const acc_t ft = static_cast<acc_t>(ph) / kh, fb = static_cast<acc_t>(ph + 1) / kh;
-          d_x1 += d_left * (1 - fl) + d_right * (1 - fr);
-          d_x2 += d_left * fl + d_right * fr;
-          d_y1 += d_top * (1 - ft) + d_bottom * (1 - fb);
-          d_y2 += d_top * ft + d_bottom * fb;
-        }
-      grad_roi[1] = d_x1 * scale;
-      grad_roi[2] = d_y1 * scale;
-      grad_roi[3] = d_x2 * scale;
-      grad_roi[4] = d_y2 * scale;
+      sums.corner_gradients(g, s, scale, grad_roi);
     }
   });
 }
