@@ -4,9 +4,10 @@
 
 The workload: a stride-4 map of an 800 x 1344 image (256 x 200 x 336), and RoIs of 16 to 48 image pixels,
 the boxes an FPN assigns to its finest level. Here the RoIs cover less than the map, so the CPU kernels read
-the RoIs within 4 x 4 pixels straight from the map and copy each larger RoI's window, not the whole map. Prints the fastest forward and forward + backward (features)
-times of prroi_pool and roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run,
-each run after the other ops' ("cold" in sodlib.ops.benchmark).
+the RoIs within 4 x 4 pixels straight from the map and copy each larger RoI's window, not the whole map.
+Prints the fastest forward and forward + backward (features) times of prroi_pool and
+roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run, each run after the other
+ops' ("cold" in sodlib.ops.benchmark).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def main() -> int:
     for name, pool in pools.items():
         calls[f"{name} forward"] = forward(pool)
         calls[f"{name} forward+backward"] = (lambda p: lambda: torch.autograd.grad(p(leaf, rois), leaf, grad))(pool)
-    best = fastest_seconds(calls, {name: args.repeats for name in calls}, torch.device("cpu"))
+    best = fastest_seconds(calls, {name: args.repeats for name in calls}, torch.device("cpu"), warm_runs=0)
     print(f"map 1x{args.channels}x200x336 (stride 4 of 800x1344), {args.rois} RoIs of 16-48 px, "
           f"CPU threads: {torch.get_num_threads()}; cold runs (after the other ops)")
     for mode in ("forward", "forward+backward"):

@@ -66,6 +66,20 @@ def random_boxes(workload: Workload, generator: torch.Generator) -> Tensor:
     return boxes.clamp(min=0).minimum(torch.tensor([workload.image_width, workload.image_height] * 2))
 
 
+def workload_tensors(workload: Workload, device: torch.device, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The workload's inputs on ``device``, drawn from ``seed``: score maps ``Tensor[1, classes * k * k, H, W]``,
+    features ``Tensor[1, classes, H, W]`` and RoIs ``Tensor[rois, 5]`` (batch index 0, boxes from
+    :func:`random_boxes`)."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = workload.feature_size
+    k, classes = workload.bins, workload.classes
+    score_maps = torch.randn(1, classes * k * k, height, width, generator=generator).to(device)
+    features = torch.randn(1, classes, height, width, generator=generator).to(device)
+    boxes = random_boxes(workload, generator)
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1).to(device)
+    return score_maps, features, rois
+
+
 @dataclass(frozen=True)
 class Timing:
     """Fastest seconds of one op on one device in one mode (``forward``, ``forward+backward``, ...), with the
@@ -119,13 +133,8 @@ def benchmark_prroi(device: str | torch.device = "cpu", workload: Workload = Wor
                     reference_repeats: int = 5, seed: int = 0) -> list[Timing]:
     """Time every op of the comparison on ``device``; returns one :class:`Timing` per (op, mode)."""
     device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    height, width = workload.feature_size
     k, classes, scale = workload.bins, workload.classes, 1.0 / workload.stride
-    score_maps = torch.randn(1, classes * k * k, height, width, generator=generator).to(device)
-    features = torch.randn(1, classes, height, width, generator=generator).to(device)
-    boxes = random_boxes(workload, generator)
-    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1).to(device)
+    score_maps, features, rois = workload_tensors(workload, device, seed)
     grad_output = torch.ones(len(rois), classes, k, k, device=device)
 
     # name: (op, its maps, its RoIs)
@@ -171,13 +180,9 @@ def fixed_cost_seconds(device: str | torch.device = "cpu", workload: Workload = 
     ``{"cold": s, "warm": s}``, cold right after ``ps_roi_align`` over the workload's score maps and RoIs
     (another op's code and data), warm right after itself."""
     device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    height, width = workload.feature_size
     k, classes, scale = workload.bins, workload.classes, 1.0 / workload.stride
-    score_maps = torch.randn(1, classes * k * k, height, width, generator=generator).to(device)
-    leaf = torch.randn(1, classes, height, width, generator=generator).to(device).requires_grad_()
-    rois = torch.cat([torch.zeros(workload.rois, 1), random_boxes(workload, generator)], dim=1).to(device)
-    grad = torch.ones(1, classes, k, k, device=device)
+    score_maps, features, rois = workload_tensors(workload, device, seed)
+    leaf, grad = features.requires_grad_(), torch.ones(1, classes, k, k, device=device)
     calls = {"other": lambda: ps_roi_align(score_maps, rois, k, scale, 2),
              "one": lambda: torch.autograd.grad(prroi_pool(leaf, rois[:1], k, scale), leaf, grad)}
     return fastest_seconds(calls, {"other": repeats, "one": repeats}, device, warm_runs=1)["one"]

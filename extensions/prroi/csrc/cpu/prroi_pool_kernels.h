@@ -568,8 +568,8 @@ class BlockedGradient {
 };
 
 // true if the windows of the RoIs that read the channel blocks add up to at least the area of the map (then
-// copying the whole map pays); with skip_small, small RoIs (is_small) do not count, as the plain forward and
-// feature gradient read them straight from the map
+// copying the whole map pays); with skip_small, small RoIs (is_small) do not count, as the plain kernels read
+// them straight from the map (the box gradient when SmallRoiEdges fits the bins)
 template <typename acc_t>
 bool rois_cover_map(const acc_t* rois, acc_t scale, const Shapes& s, bool skip_small) {
   int64_t area = 0;
@@ -1258,8 +1258,10 @@ at::Tensor backward_rois(const at::Tensor& grad_output, const at::Tensor& input,
                               op.rois.data_ptr<acc_t>(), op.output.data_ptr<scalar_t>(), scale, s,
                               op.grad_rois.data_ptr<acc_t>());
     } else {
-      const auto blocks = rois_cover_map(op.rois.data_ptr<acc_t>(), scale, s, false) ? blocked_map<scalar_t, acc_t>(op.input)
-                                                                               : at::Tensor();
+      const bool skip_small = SmallRoiEdges<acc_t>::fits(s);
+      const auto blocks = rois_cover_map(op.rois.data_ptr<acc_t>(), scale, s, skip_small)
+                              ? blocked_map<scalar_t, acc_t>(op.input)
+                              : at::Tensor();
       plain_backward_rois_kernel(op.grad_output.data_ptr<scalar_t>(), op.input.data_ptr<scalar_t>(),
                                  blocks.defined() ? blocks.data_ptr<acc_t>() : nullptr, op.rois.data_ptr<acc_t>(),
                                  op.output.data_ptr<scalar_t>(), scale, s, op.grad_rois.data_ptr<acc_t>());
