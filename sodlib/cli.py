@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "sodlib.data.commands",
     "sodlib.stats_commands",
     "sodlib.ops.commands",
+    "sodlib.models.commands",
     "sodlib.engine.commands",
     "sodlib.augment.commands",
 ]

@@ -90,14 +90,17 @@ def test_experiment_writes_its_results_json(config_file, tmp_path, monkeypatch, 
         load_experiment_results("full_baseline", tmp_path / "results")
     assert main(["experiment", "list"]) == 0
     assert "full_baseline" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.startswith("faster_rcnn ")
 
 
 @pytest.mark.parametrize("name", ["fast.toml", "full.toml"])
 def test_shipped_configs_are_valid_and_build_their_model(name):
-    from sodlib.models import faster_rcnn
+    from sodlib.engine.runs import build_run_model
 
     config = load_run_config(CHECKOUT_DIR / "configs" / name)
-    model = faster_rcnn(7, **config["model"])
+    assert config["model"]["name"] == "faster_rcnn"
+    model = build_run_model(config, 7)
     assert model.transform.min_size == (config["model"]["min_size"],)
     assert apply_overrides(config, ["train.iterations=3"])["train"]["iterations"] == 3
     assert config["data"] == {"train": "embedded:train", "val": "embedded:val"}

@@ -13,7 +13,7 @@ import torch
 from sodlib.data import CocoDetection, generate_synthetic_coco
 from sodlib.engine import evaluate
 from sodlib.engine.checkpoint import load_checkpoint
-from sodlib.models import build_model
+from sodlib.models import rebuild_model
 
 # The script knows nothing of distribution: sodlib.engine.train joins torchrun's process group by itself.
 SCRIPT = textwrap.dedent('''
@@ -66,7 +66,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # the checkpoint (written by rank 0 only) loads and evaluates in this single process
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert checkpoint["world_size"] == 2 and checkpoint["iteration"] == 2 and len(checkpoint["rng"]) == 2
-    model = build_model(checkpoint["model_config"])
+    model = rebuild_model(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     for name, value in model.state_dict().items():
         assert torch.equal(value, rank0[name]), name

@@ -11,7 +11,7 @@ from sodlib.data import CocoDetection, generate_synthetic_coco
 from sodlib.engine import TrainConfig, evaluate, learning_rate_factor, train
 from sodlib.engine.checkpoint import load_checkpoint
 from sodlib.engine.train import HorizontalFlipView
-from sodlib.models import build_model, faster_rcnn
+from sodlib.models import faster_rcnn, rebuild_model
 from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
 
 LOSSES = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -133,7 +133,7 @@ def test_run_folder_holds_config_checkpoint_history_figure_metrics_and_detection
     assert json.loads((run_dir / "config.json").read_text())["iterations"] == 3
     # the checkpoint alone rebuilds and evaluates the model
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    model = build_model(checkpoint["model_config"])
+    model = rebuild_model(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     assert evaluate(model, tiny_set, {"tiny": (0, 64)}) == result.metrics
 

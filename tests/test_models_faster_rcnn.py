@@ -8,8 +8,8 @@ import torch
 from torchvision.models.detection.image_list import ImageList
 
 from sodlib.anchors import AnchorSet, base_anchors
-from sodlib.models import (BACKBONES, PretrainedWeightsUnavailable, SodlibAnchorGenerator, build_backbone, build_model,
-                           faster_rcnn)
+from sodlib.models import (BACKBONES, PretrainedWeightsUnavailable, SodlibAnchorGenerator, build_backbone, faster_rcnn,
+                           rebuild_model)
 from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
 
 SIZES = ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
@@ -81,13 +81,13 @@ def test_faster_rcnn_trains_and_detects_in_input_pixels():
         assert ((output["labels"] >= 1) & (output["labels"] <= 2)).all()
 
 
-def test_faster_rcnn_without_fpn_and_build_model_round_trip():
+def test_faster_rcnn_without_fpn_and_rebuild_model_round_trip():
     torch.manual_seed(0)
     model = faster_rcnn(4, "resnet_tiny", anchor_sizes=((16.0, 32.0, 64.0),), fpn=False, min_size=64, max_size=64,
                         box_detections_per_img=7)
     assert isinstance(model.rpn.anchor_generator, SodlibAnchorGenerator)
     assert model.roi_heads.detections_per_img == 7
-    rebuilt = build_model(model.build_options)
+    rebuilt = rebuild_model(model.build_options)
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     model.eval(), rebuilt.eval()
     image = [torch.rand(3, 64, 64)]

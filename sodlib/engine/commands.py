@@ -68,7 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sodlib.engine.checkpoint import load_checkpoint
     from sodlib.engine.evaluate import evaluate
     from sodlib.engine.runs import hardware_description
-    from sodlib.models import build_model
+    from sodlib.models import rebuild_model
 
     bins = _size_bins(args.size_bin)
     if (args.annotations is None) != (args.images is None):
@@ -77,10 +77,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get("model_config") is None:
         raise ValueError(f"{checkpoint_path} does not record how its model was built (model_config); it was not "
-                         "trained with a sodlib.models detector")
+                         "trained with a detector of sodlib's model registry")
     dataset = (CocoDetection(args.annotations, args.images) if args.annotations is not None
                else CocoDetection(*embedded_dataset(args.split)))
-    model = build_model(checkpoint["model_config"])
+    model = rebuild_model(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     if args.threads:
         torch.set_num_threads(args.threads)

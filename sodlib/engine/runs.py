@@ -9,7 +9,8 @@ A run configuration file (TOML or JSON)::
     copy_paste = { strategy = "all", count = 1, probability = 0.5 }   # optional: small-object copy-paste on
                                 # the train split (also allow_overlap, edge_blur); the val split is never changed
 
-    [model]                     # arguments of sodlib.models.faster_rcnn (num_classes comes from the data)
+    [model]                     # a detector of the registry (sodlib.models.list_models()) and its arguments
+    name = "faster_rcnn"        # optional: faster_rcnn when absent; num_classes comes from the data
     backbone = "resnet_tiny"
     min_size = 384
 
@@ -40,7 +41,7 @@ import torch
 from sodlib.data.dataset import CocoDetection
 from sodlib.engine.config import TrainConfig, read_config_file
 
-__all__ = ["load_run_config", "apply_overrides", "datasets_from_config", "run_training", "hardware_description",
+__all__ = ["load_run_config", "apply_overrides", "model_name", "build_run_model", "datasets_from_config", "run_training", "hardware_description",
            "write_error_figures"]
 
 SECTIONS = ("data", "model", "train", "evaluate")
@@ -64,6 +65,7 @@ def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[
             raise ValueError(f"{source}: [{section}] must be a table of settings")
     if "num_classes" in config["model"]:
         raise ValueError(f"{source}: [model] num_classes comes from the data; remove it")
+    model_name(config, source)  # an unknown name is refused here, listing the registered ones
     for key in ("run_dir", "resume"):
         if key in config["train"]:
             raise ValueError(f"{source}: [train] {key} is set by the command (--run-dir, --resume), not in the file; remove it")
@@ -73,6 +75,30 @@ def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[
     if unknown_eval:
         raise ValueError(f"{source}: [evaluate] has unknown key(s) {', '.join(unknown_eval)}; known: size_bins, batch_size")
     return config
+
+
+def model_name(config: Mapping[str, Any], source: str = "config") -> str:
+    """The registered detector a run configuration trains: ``[model] name``, :data:`~sodlib.models.DEFAULT_MODEL`
+    when absent."""
+    from sodlib.models import DEFAULT_MODEL, model_builder
+
+    name = config.get("model", {}).get("name", DEFAULT_MODEL)
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: [model] name={name!r} must be a string such as \"{DEFAULT_MODEL}\"")
+    try:
+        model_builder(name)
+    except ValueError as error:
+        raise ValueError(f"{source}: [model] {error}") from None
+    return name
+
+
+def build_run_model(config: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
+    """The detector of a run configuration's ``[model]`` table, for ``num_classes`` (categories + 1), from the
+    model registry."""
+    from sodlib.models import build_model
+
+    options = {k: v for k, v in config.get("model", {}).items() if k != "name"}
+    return build_model(model_name(config), num_classes=num_classes, **options)
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -243,10 +269,9 @@ def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resum
 def _train_and_report(config: dict[str, Any], run_dir: Path, train_set: CocoDetection, val_set: CocoDetection | None,
                       train_config: TrainConfig, size_bins: Mapping[str, tuple[float, float]], command: str | None) -> dict[str, Any]:
     from sodlib.engine.train import train
-    from sodlib.models import faster_rcnn
 
     torch.manual_seed(train_config.seed)  # the model's initialisation
-    model = faster_rcnn(train_set.num_classes, **config["model"])
+    model = build_run_model(config, train_set.num_classes)
     started = time.perf_counter()
     result = train(model, train_set, val_set, train_config)
     if int(os.environ.get("RANK", "0")) != 0:

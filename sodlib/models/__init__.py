@@ -1,11 +1,18 @@
-"""Detectors built on torchvision's detection parts: backbones, sodlib's anchor generator, Faster R-CNN."""
+"""Detectors built on torchvision's detection parts, by name from a registry: backbones, sodlib's anchor
+generator, Faster R-CNN.
+
+``build_model(name, num_classes=..., **options)`` builds a registered detector, ``list_models()`` names them,
+``register_model(name)`` adds one (see :mod:`sodlib.models.registry` for the contract a detector keeps).
+"""
+from sodlib.models.registry import DEFAULT_MODEL, build_model, list_models, model_builder, rebuild_model, register_model
 from sodlib.models.anchor_generator import SodlibAnchorGenerator, anchor_generator_from_set
 from sodlib.models.backbones import BACKBONES, NarrowResNet, PretrainedWeightsUnavailable, build_backbone
-from sodlib.models.faster_rcnn import DEFAULT_ANCHOR_SIZES, build_model, faster_rcnn
+from sodlib.models.faster_rcnn import DEFAULT_ANCHOR_SIZES, faster_rcnn
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_ANCHOR_SIZES",
+    "DEFAULT_MODEL",
     "NarrowResNet",
     "PretrainedWeightsUnavailable",
     "SodlibAnchorGenerator",
@@ -13,4 +20,8 @@ __all__ = [
     "build_backbone",
     "build_model",
     "faster_rcnn",
+    "list_models",
+    "model_builder",
+    "rebuild_model",
+    "register_model",
 ]

@@ -24,8 +24,9 @@ from torchvision.ops import MultiScaleRoIAlign
 from sodlib.anchors import FPN_ANCHORS
 from sodlib.models.anchor_generator import SodlibAnchorGenerator
 from sodlib.models.backbones import build_backbone
+from sodlib.models.registry import register_model
 
-__all__ = ["faster_rcnn", "build_model", "DEFAULT_ANCHOR_SIZES"]
+__all__ = ["faster_rcnn", "DEFAULT_ANCHOR_SIZES"]
 
 #: FPN anchor sizes (Kisantal et al., FPN): one size per level, 32..512 on strides 4..64.
 DEFAULT_ANCHOR_SIZES: tuple[tuple[float, ...], ...] = FPN_ANCHORS.sizes
@@ -40,6 +41,7 @@ def _pyramid_keys(backbone: nn.Module, fpn: bool) -> list[str]:
     return keys + (["pool"] if extra is not None else [])
 
 
+@register_model("faster_rcnn")
 def faster_rcnn(
     num_classes: int,
     backbone: str = "resnet_narrow",
@@ -109,7 +111,7 @@ def faster_rcnn(
                        rpn_anchor_generator=anchor_generator, rpn_head=rpn_head, box_roi_pool=roi_pool,
                        box_head=box_head, box_predictor=predictor, **detector_options)
     # how to build it again (stored in checkpoints, so that a checkpoint alone rebuilds its model)
-    model.build_options = {"builder": "faster_rcnn", "num_classes": int(num_classes), "backbone": backbone,
+    model.build_options = {"name": "faster_rcnn", "num_classes": int(num_classes), "backbone": backbone,
                            "anchor_sizes": [list(level) for level in anchor_sizes], "aspect_ratios": list(aspect_ratios),
                            "fpn": bool(fpn), "pretrained_backbone": False, "min_size": int(min_size), "max_size": int(max_size),
                            "anchor_offset": float(anchor_offset), "fpn_channels": fpn_channels,
@@ -117,17 +119,3 @@ def faster_rcnn(
                            **detector_options}
     return model
 
-
-def build_model(options: dict[str, Any]) -> FasterRCNN:
-    """A detector from its ``build_options`` (as stored in a checkpoint, or a config's ``[model]`` table).
-
-    ``pretrained_backbone`` is honoured when given; a checkpoint's options carry ``False`` because its weights
-    replace the ImageNet ones anyway.
-    """
-    options = dict(options)
-    builder = options.pop("builder", "faster_rcnn")
-    if builder != "faster_rcnn":
-        raise ValueError(f"model builder {builder!r} is unknown; known: faster_rcnn")
-    if "num_classes" not in options:
-        raise ValueError("model options need num_classes (categories + 1)")
-    return faster_rcnn(**options)
