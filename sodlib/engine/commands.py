@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sodlib.engine.coco_eval import METRIC_NAMES
+from sodlib.eval.coco_eval import METRIC_NAMES
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -66,7 +66,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from sodlib.data import CocoDetection, embedded_dataset
     from sodlib.engine.checkpoint import load_checkpoint
-    from sodlib.engine.evaluate import evaluate
+    from sodlib.eval.evaluate import evaluate
     from sodlib.engine.runs import hardware_description
     from sodlib.models import rebuild_model
 

@@ -214,15 +214,15 @@ def write_error_figures(model: torch.nn.Module, dataset: CocoDetection, results:
     that hold the most objects."""
     import matplotlib.pyplot as plt
 
-    from sodlib.engine.coco_eval import run_cocoeval
-    from sodlib.engine.evaluate import predict_one
+    from sodlib.eval import match_image, precision_recall_by_bin, predict_one, run_cocoeval
     from sodlib.viz.detection import plot_detection_errors, plot_pr_curves
 
     figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
     cocoeval = run_cocoeval(dataset.coco, results, size_bins=size_bins, image_ids=dataset.image_ids)
     for iou in (0.5, 0.75):
-        figure = plot_pr_curves(cocoeval, iou=iou)
+        curves = precision_recall_by_bin(cocoeval, iou=iou, bins=("all", "small", "medium", "large"))
+        figure = plot_pr_curves(curves, iou=iou)
         path = figures_dir / f"pr_curves_iou{int(iou * 100)}.png"
         figure.savefig(path, dpi=110)
         plt.close(figure)
@@ -232,7 +232,8 @@ def write_error_figures(model: torch.nn.Module, dataset: CocoDetection, results:
     for index in busiest:
         image, target = dataset[index]
         prediction = predict_one(model, image)
-        figure = plot_detection_errors(image, target, prediction, category_names=dataset.category_names,
+        errors = match_image(prediction, target)
+        figure = plot_detection_errors(image, target, prediction, errors, category_names=dataset.category_names,
                                        title=f"image {target['image_id']}")
         path = figures_dir / f"errors_image{target['image_id']}.png"
         figure.savefig(path, dpi=110)

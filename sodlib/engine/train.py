@@ -41,6 +41,7 @@ from sodlib.data.dataset import detection_collate
 from sodlib.engine import distributed
 from sodlib.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sodlib.engine.config import TrainConfig
+from sodlib.eval.evaluate import bare_model
 
 __all__ = ["TrainResult", "train", "learning_rate_factor", "HorizontalFlipView", "build_optimizer", "without_crowd"]
 
@@ -120,10 +121,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _check_inputs(model: nn.Module, train_set: Dataset, world_size: int, config: TrainConfig) -> int:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module (a torchvision-style detector), got {type(model).__name__}")
@@ -193,7 +190,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None = None,
         model: ``model(images, targets)`` returns a dict of losses in train mode (e.g. :func:`sodlib.models.faster_rcnn`).
         train_set: items ``(image Tensor[3, H, W], target dict)`` (a :class:`sodlib.data.CocoDetection`); each
             target's ``image_id`` is recorded per step.
-        val_set: a :class:`sodlib.data.CocoDetection` evaluated with :func:`sodlib.engine.evaluate` at the end.
+        val_set: a :class:`sodlib.data.CocoDetection` evaluated with :func:`sodlib.eval.evaluate` at the end.
         config: a :class:`TrainConfig` or a dict of its fields.
 
     With ``config.run_dir`` the run folder receives ``config.json``, ``checkpoints/last.pt`` (and
@@ -232,7 +229,7 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
     if resume_path is not None:
         checkpoint = load_checkpoint(resume_path, map_location=context.device)
         _check_resumable(checkpoint, config, resume_path, context.world_size)
-        _unwrap(model).load_state_dict(checkpoint["model"])
+        bare_model(model).load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         history = list(checkpoint["history"])
@@ -249,10 +246,10 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True,
                                  seed=config.seed, drop_last=True)
     seen: list[int] = [i for row in history for i in row.get("image_ids", {}).get(str(context.rank), [])]
-    model_config = getattr(_unwrap(model), "build_options", None)
+    model_config = getattr(bare_model(model), "build_options", None)
 
     def checkpoint_payload(iteration: int) -> dict[str, Any]:
-        return {"iteration": iteration, "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+        return {"iteration": iteration, "model": bare_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "config": config.to_dict(), "model_config": model_config,
                 "rng": distributed.all_gather_objects(context, rng_state()), "world_size": context.world_size}
 
@@ -321,7 +318,7 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
     if context.distributed:
         # DDP keeps parameters identical, but batch-norm running statistics are updated by each process's last
         # forward after DDP's broadcast; give every process rank 0's buffers, the ones the checkpoint stores
-        for buffer in _unwrap(model).buffers():
+        for buffer in bare_model(model).buffers():
             torch.distributed.broadcast(buffer, src=0)
     checkpoint_file = write_checkpoint(iteration, also_numbered=False)
     image_ids_per_rank = distributed.all_gather_objects(context, seen)
@@ -331,7 +328,7 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
         if run_dir is not None:
             _write_run_files(run_dir, result)
         if val_set is not None:
-            from sodlib.engine.evaluate import evaluate
+            from sodlib.eval.evaluate import evaluate
 
             results_path = run_dir / "detections_val.json" if run_dir is not None else None
             result.metrics = evaluate(model, val_set, config.size_bins or None, batch_size=config.eval_batch_size,

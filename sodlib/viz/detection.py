@@ -1,4 +1,7 @@
-"""Figures of detector training and error analysis: loss curves, PR curves per size bin, TPs / FPs / misses."""
+"""Figures of detector training and error analysis: loss curves, PR curves per size bin, TPs / FPs / misses.
+
+These functions draw what they are given: the curves and the matches are computed by :mod:`sodlib.eval`
+(:func:`sodlib.eval.precision_recall_by_bin`, :func:`sodlib.eval.match_image`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -13,7 +16,7 @@ from matplotlib.lines import Line2D
 
 from sodlib.data.sizes import SIZE_BIN_COLORS, SIZE_BINS
 
-__all__ = ["plot_loss_curves", "precision_recall_by_bin", "plot_pr_curves", "plot_detection_errors"]
+__all__ = ["plot_loss_curves", "plot_pr_curves", "plot_detection_errors"]
 
 _LOSS_LABELS = {"loss": "total", "loss_objectness": "RPN objectness", "loss_rpn_box_reg": "RPN box",
                 "loss_classifier": "classifier", "loss_box_reg": "box regression"}
@@ -51,34 +54,15 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], *, window: int = 20, 
     return figure
 
 
-def precision_recall_by_bin(cocoeval, *, iou: float = 0.5, bins: Sequence[str] = ("small", "medium", "large")) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """``{bin: (recall [101], precision [101], AP)}`` from an accumulated ``COCOeval``
-    (:func:`sodlib.engine.run_cocoeval`) at one IoU threshold and 100 detections per image.
-
-    ``precision[j]`` is COCOeval's interpolated precision at recall ``j / 100``, averaged over the categories
-    that have objects in the bin (``-1`` entries left out); past the highest recall reached it is 0. AP is the
-    mean of the 101 values, as COCOeval computes ``AP50`` / ``APs`` (there per IoU threshold).
-    """
-    params = cocoeval.params
-    iou_index = np.where(np.isclose(params.iouThrs, iou))[0]
-    if len(iou_index) != 1:
-        raise ValueError(f"iou={iou} is not one of COCOeval's thresholds {list(np.round(params.iouThrs, 2))}")
-    curves = {}
-    for name in bins:
-        if name not in params.areaRngLbl:
-            raise ValueError(f"size bin {name!r} was not evaluated; known: {', '.join(params.areaRngLbl)}")
-        values = cocoeval.eval["precision"][iou_index[0], :, :, params.areaRngLbl.index(name), -1]  # [R, K]
-        valid = (values > -1).all(axis=0)
-        precision = values[:, valid].mean(axis=1) if valid.any() else np.full(len(params.recThrs), np.nan)
-        curves[name] = (np.asarray(params.recThrs), precision, float(np.mean(precision)) if valid.any() else -1.0)
-    return curves
-
-
-def plot_pr_curves(cocoeval, *, iou: float = 0.5, bins: Sequence[str] = ("all", "small", "medium", "large"),
+def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], *, iou: float = 0.5,
                    title: str | None = None, ax: Axes | None = None) -> Figure:
-    """Precision-recall curves per size bin at one IoU (see :func:`precision_recall_by_bin`), AP in the legend."""
+    """Precision-recall curves per size bin at one IoU, AP in the legend.
+
+    ``curves``: ``{bin: (recall [R], precision [R], AP)}`` as :func:`sodlib.eval.precision_recall_by_bin`
+    returns them at IoU ``iou`` (which labels the legend and the title).
+    """
     figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.2, 4.2))
-    for name, (recall, precision, ap) in precision_recall_by_bin(cocoeval, iou=iou, bins=bins).items():
+    for name, (recall, precision, ap) in curves.items():
         color = SIZE_BIN_COLORS.get(name, "k")
         ax.plot(recall, precision, color=color, linewidth=2.0 if name != "all" else 1.2,
                 linestyle="-" if name != "all" else "--", label=f"{name}: AP{int(round(iou * 100))} = {ap:.3f}")
@@ -93,18 +77,18 @@ def plot_pr_curves(cocoeval, *, iou: float = 0.5, bins: Sequence[str] = ("all", 
     return figure
 
 
-def plot_detection_errors(image: torch.Tensor, target: Mapping[str, torch.Tensor], prediction: Mapping[str, torch.Tensor], *,
-                          iou_threshold: float = 0.5, score_threshold: float = 0.5, category_names: Sequence[str] | None = None,
-                          title: str | None = None, ax: Axes | None = None) -> Figure:
+def plot_detection_errors(image: torch.Tensor, target: Mapping[str, torch.Tensor], prediction: Mapping[str, torch.Tensor],
+                          errors: Any, *, category_names: Sequence[str] | None = None, title: str | None = None,
+                          ax: Axes | None = None) -> Figure:
     """One image with its true positives (solid), false positives (dashed) and missed objects (dotted, with a
     cross at the centre), each coloured by size bin (objects by their area, false positives by their box area).
 
-    ``image``: ``Tensor[3, H, W]`` in [0, 1]; ``target``: boxes / labels / area (/ iscrowd); ``prediction``:
-    boxes / labels / scores. Matching as :func:`sodlib.engine.errors.match_image`.
+    ``image``: ``Tensor[3, H, W]`` in [0, 1]; ``target``: boxes (``Tensor[N, 4]``); ``prediction``: boxes
+    (``Tensor[D, 4]``), labels, scores; ``errors``: the matches of the two, an
+    :class:`sodlib.eval.ImageErrors` from :func:`sodlib.eval.match_image` (its index tensors
+    ``true_positives``, ``matched_objects``, ``false_positives``, ``missed``, its ``object_bins`` /
+    ``detection_bins`` and ``counts_by_bin()``).
     """
-    from sodlib.engine.errors import match_image
-
-    errors = match_image(prediction, target, iou_threshold=iou_threshold, score_threshold=score_threshold)
     figure, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 6.4))
     ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
     boxes = prediction["boxes"].detach().cpu().reshape(-1, 4).tolist()

@@ -1,4 +1,4 @@
-"""Run a detector over a dataset and score it with COCOeval (:mod:`sodlib.engine.coco_eval`)."""
+"""Run a detector over a dataset and score it with COCOeval (:mod:`sodlib.eval.coco_eval`)."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sodlib.data.dataset import CocoDetection, detection_collate
-from sodlib.engine.coco_eval import coco_results, evaluate_results
+from sodlib.eval.coco_eval import coco_results, evaluate_results
 
-__all__ = ["predict", "predict_one", "evaluate"]
+__all__ = ["predict", "predict_one", "evaluate", "bare_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def _check_dataset(dataset) -> None:
                              "with coco, image_ids and label_to_category_id)")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def bare_model(model: nn.Module) -> nn.Module:
+    """The detector itself: the module inside a ``DistributedDataParallel`` wrapper, else ``model``."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
@@ -41,7 +42,7 @@ def predict(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, de
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive integer")
-    model = _unwrap(model)
+    model = bare_model(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False, num_workers=num_workers,
                                          collate_fn=detection_collate)
@@ -61,7 +62,7 @@ def predict(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, de
 @torch.no_grad()
 def predict_one(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """Detections of one image ``Tensor[3, H, W]``: ``boxes Tensor[D, 4]``, ``labels``, ``scores`` (on the CPU)."""
-    model = _unwrap(model)
+    model = bare_model(model)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -85,7 +86,7 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}`` plus the
-        extra bins (see :mod:`sodlib.engine.coco_eval`); no detections give zeros.
+        extra bins (see :mod:`sodlib.eval.coco_eval`); no detections give zeros.
     """
     _check_dataset(dataset)
     predictions = predict(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)

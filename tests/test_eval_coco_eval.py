@@ -1,4 +1,4 @@
-"""sodlib.engine's COCO evaluation against pycocotools run by hand on the same detections."""
+"""sodlib.eval's COCO evaluation against pycocotools run by hand on the same detections."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from sodlib.data import CocoDetection, load_coco
-from sodlib.engine import METRIC_NAMES, coco_results, evaluate, evaluate_results, run_cocoeval
+from sodlib.eval import METRIC_NAMES, coco_results, evaluate, evaluate_results, run_cocoeval
 
 IMAGE_SIDE = 160
 
@@ -199,7 +199,7 @@ def test_subset_of_images_is_evaluated_on_that_subset(gt_files):
     sub_gt["images"] = [i for i in gt["images"] if i["id"] in subset]
     sub_gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in subset]
     expected = _by_hand(sub_gt, [r for r in results if r["image_id"] in subset])
-    from sodlib.engine import summarize
+    from sodlib.eval import summarize
 
     np.testing.assert_array_equal([summarize(cocoeval)[n] for n in METRIC_NAMES], expected)
 
@@ -225,3 +225,20 @@ def test_bad_inputs_are_refused_with_the_field(gt_files):
         coco_results([{"image_id": 1, "boxes": torch.zeros(1, 4), "labels": torch.tensor([1])}], {1: 2})
     with pytest.raises(ValueError, match="CocoDetection"):
         evaluate(_ReplayDetector({}), [torch.zeros(3, 4, 4)])
+
+
+def test_the_old_engine_paths_still_work_for_one_release():
+    import importlib
+    import sys
+
+    import sodlib.engine as engine
+    import sodlib.eval as evaluation
+
+    for name in ("METRIC_NAMES", "coco_results", "evaluate", "evaluate_results", "predict", "run_cocoeval", "summarize"):
+        assert getattr(engine, name) is getattr(evaluation, name)
+    for old, new in (("sodlib.engine.coco_eval", "sodlib.eval.coco_eval"), ("sodlib.engine.errors", "sodlib.eval.error_analysis")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert set(module.__all__) == set(importlib.import_module(new).__all__)
+        assert all(getattr(module, name) is getattr(importlib.import_module(new), name) for name in module.__all__)

@@ -11,9 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from pycocotools.coco import COCO
 
-from sodlib.engine import run_cocoeval
-from sodlib.engine.errors import match_image
-from sodlib.viz.detection import plot_detection_errors, plot_loss_curves, plot_pr_curves, precision_recall_by_bin
+from sodlib.eval import match_image, precision_recall_by_bin, run_cocoeval, summarize
+from sodlib.viz.detection import plot_detection_errors, plot_loss_curves, plot_pr_curves
 
 
 def _target():
@@ -75,8 +74,6 @@ def _cocoeval():
 def test_precision_recall_by_bin_reproduces_coco_ap():
     cocoeval = _cocoeval()
     curves = precision_recall_by_bin(cocoeval, iou=0.5, bins=("all", "small", "medium", "large"))
-    from sodlib.engine import summarize
-
     figures = summarize(cocoeval)
     # class 1 is the only class with objects in small/medium/large, so the per-bin AP50 is its AP50
     recall, precision, ap = curves["small"]
@@ -92,10 +89,13 @@ def test_precision_recall_by_bin_reproduces_coco_ap():
 
 
 def test_figures_are_returned():
-    figure = plot_pr_curves(_cocoeval())
+    curves = precision_recall_by_bin(_cocoeval(), iou=0.5, bins=("all", "small", "medium", "large"))
+    figure = plot_pr_curves(curves, iou=0.5)
     assert isinstance(figure, Figure) and len(figure.axes[0].lines) == 4
+    assert figure.axes[0].get_legend().get_texts()[2].get_text() == f"medium: AP50 = {curves['medium'][2]:.3f}"
     image = torch.rand(3, 220, 220)
-    errors_figure = plot_detection_errors(image, _target(), _prediction(), category_names=["bg", "a", "b", "c"])
+    errors = match_image(_prediction(), _target())
+    errors_figure = plot_detection_errors(image, _target(), _prediction(), errors, category_names=["bg", "a", "b", "c"])
     assert isinstance(errors_figure, Figure)
     assert "small: 1 TP / 1 FP / 0 missed" in errors_figure.axes[0].get_title()
     history = [{"iteration": i + 1, "lr": 0.01, "loss": 2.0 / (i + 1), "loss_classifier": 1.0 / (i + 1)} for i in range(30)]
