@@ -44,6 +44,7 @@ __all__ = [
     "derive_anchor_sizes",
     "generate_anchors",
     "generate_multilevel_anchors",
+    "largest_matching_offset",
     "match_anchors",
     "min_matchable_size",
     "worst_case_iou",
@@ -504,3 +505,21 @@ def derive_anchor_sizes(
         unmatchable_share=float(np.mean(sides < s_min)),
         num_objects=int(sides.size),
     )
+
+
+def largest_matching_offset(object_side: float, anchor_side: float, iou_threshold: float) -> float | None:
+    """Largest centre distance ``d`` (on each axis) at which a square object of side ``s`` and a square anchor
+    of side ``a`` still reach IoU ``t``; ``None`` when even concentric boxes fall short.
+
+    While ``d <= |a - s| / 2`` the smaller box lies inside the larger and ``IoU = min(s, a)^2 / max(s, a)^2``,
+    its largest value; beyond, the overlap per axis is ``o = (s + a) / 2 - d`` and the IoU falls. Solving
+    ``o^2 / (s^2 + a^2 - o^2) = t`` gives ``o = sqrt(t (s^2 + a^2) / (1 + t))`` and ``d = (s + a) / 2 - o``
+    (valid because ``o <= min(s, a)`` exactly when ``min^2 / max^2 >= t``).
+    """
+    s, a, t = float(object_side), float(anchor_side), float(iou_threshold)
+    if s <= 0 or a <= 0 or not 0 < t < 1:
+        raise ValueError("object_side and anchor_side must be positive and 0 < iou_threshold < 1")
+    if (min(s, a) / max(s, a)) ** 2 < t:
+        return None
+    overlap = math.sqrt(t * (s * s + a * a) / (1.0 + t))
+    return (s + a) / 2.0 - overlap

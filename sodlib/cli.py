@@ -15,7 +15,7 @@ import sys
 # Modules that add commands, in the order they appear in ``--help``.
 COMMAND_MODULES = [
     "sodlib.data.commands",
-    "sodlib.stats_commands",
+    "sodlib.stats.commands",
     "sodlib.ops.commands",
     "sodlib.models.commands",
     "sodlib.engine.commands",

@@ -20,6 +20,7 @@ from sodlib.anchors import (
     derive_anchor_sizes,
     generate_anchors,
     generate_multilevel_anchors,
+    largest_matching_offset,
     match_anchors,
     min_matchable_size,
     worst_case_iou,
@@ -234,3 +235,22 @@ def test_derive_anchor_sizes_covers_the_size_range():
         assert derived.unmatchable_share == pytest.approx(np.mean(sides < min_matchable_size(stride, t)))
     with pytest.raises(ValueError, match="object_sizes"):
         derive_anchor_sizes([], 16)
+
+
+def _square(cx: float, cy: float, side: float) -> list[float]:
+    return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+
+
+@pytest.mark.parametrize("s, a, t", [(16, 24, 0.3), (20, 20, 0.5), (40, 32, 0.5), (10, 30, 0.1), (55, 60, 0.7)])
+def test_largest_matching_offset_is_where_iou_crosses_the_threshold(s, a, t):
+    d = largest_matching_offset(s, a, t)
+    assert d is not None and d >= abs(a - s) / 2 - 1e-9
+    # brute force: real boxes, torch IoU, just inside and just outside
+    inside = box_iou(torch.tensor([_square(0, 0, s)], dtype=torch.float64), torch.tensor([_square(d - 1e-6, d - 1e-6, a)], dtype=torch.float64))
+    outside = box_iou(torch.tensor([_square(0, 0, s)], dtype=torch.float64), torch.tensor([_square(d + 1e-6, d + 1e-6, a)], dtype=torch.float64))
+    assert float(inside) >= t > float(outside)
+
+
+def test_largest_matching_offset_none_when_even_concentric_fails():
+    assert largest_matching_offset(16, 24, 0.5) is None  # (16/24)^2 = 0.444
+    assert largest_matching_offset(16, 24, 0.44) is not None

@@ -15,6 +15,7 @@ from sodlib.stats import (
     anchor_matching_statistics,
     object_table,
     resize_ratios,
+    simulate_random_squares,
     size_statistics,
 )
 
@@ -279,3 +280,12 @@ def test_anchors_command(tmp_path, capsys):
     assert derived["sizes"] == sorted(derived["sizes"]) and derived["min_matchable_size"] == pytest.approx(19.314, abs=1e-3)
     assert main(["anchors", "--annotations", write_json(tmp_path, coco), "--stride", "8"]) == 0
     assert "smallest matchable side 19.31 px" in capsys.readouterr().out
+
+
+def test_simulate_random_squares_reproduces_r16():
+    result = simulate_random_squares([8, 16, 20, 24, 28], per_side=60, seed=3)
+    for side, expected in {8: 0.06, 16: 0.25, 20: 0.39, 24: 0.56, 28: 0.77}.items():
+        mean, error = result[float(side)]
+        assert mean == pytest.approx(expected, abs=0.01) and error < 0.01
+    with pytest.raises(ValueError, match="does not fit"):
+        simulate_random_squares([500])

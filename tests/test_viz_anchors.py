@@ -23,21 +23,6 @@ def square(cx: float, cy: float, side: float) -> list[float]:
     return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
 
 
-@pytest.mark.parametrize("s, a, t", [(16, 24, 0.3), (20, 20, 0.5), (40, 32, 0.5), (10, 30, 0.1), (55, 60, 0.7)])
-def test_largest_matching_offset_is_where_iou_crosses_the_threshold(s, a, t):
-    d = viz.largest_matching_offset(s, a, t)
-    assert d is not None and d >= abs(a - s) / 2 - 1e-9
-    # brute force: real boxes, torch IoU, just inside and just outside
-    inside = box_iou(torch.tensor([square(0, 0, s)], dtype=torch.float64), torch.tensor([square(d - 1e-6, d - 1e-6, a)], dtype=torch.float64))
-    outside = box_iou(torch.tensor([square(0, 0, s)], dtype=torch.float64), torch.tensor([square(d + 1e-6, d + 1e-6, a)], dtype=torch.float64))
-    assert float(inside) >= t > float(outside)
-
-
-def test_largest_matching_offset_none_when_even_concentric_fails():
-    assert viz.largest_matching_offset(16, 24, 0.5) is None  # (16/24)^2 = 0.444
-    assert viz.largest_matching_offset(16, 24, 0.44) is not None
-
-
 def test_iou_explorer_view_reports_the_closed_forms_and_r15():
     figure, report = viz.iou_explorer_view(20.0, 28.0, 3.0, 0.5)
     assert isinstance(figure, Figure) and len(figure.axes) == 3
@@ -94,15 +79,6 @@ def test_anchor_explorer_view_share_drops_with_a_better_anchor():
     with pytest.raises(ValueError, match="focus"):
         viz.anchor_explorer_view(image, target, focus=2)  # the crowd region is not matched
     plt.close("all")
-
-
-def test_simulate_random_squares_reproduces_r16():
-    result = viz.simulate_random_squares([8, 16, 20, 24, 28], per_side=60, seed=3)
-    for side, expected in {8: 0.06, 16: 0.25, 20: 0.39, 24: 0.56, 28: 0.77}.items():
-        mean, error = result[float(side)]
-        assert mean == pytest.approx(expected, abs=0.01) and error < 0.01
-    with pytest.raises(ValueError, match="does not fit"):
-        viz.simulate_random_squares([500])
 
 
 def test_design_and_comparison_figures():

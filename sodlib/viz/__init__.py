@@ -1,7 +1,7 @@
 """Figures for the course: every function returns a matplotlib ``Figure`` so it can be tested and reused."""
 from sodlib.viz.boxes import draw_target, plot_samples, plot_size_mix
 from sodlib.viz.statistics import plot_best_iou_vs_side, plot_category_small_share, plot_share_bars, plot_side_histogram, size_shares, table_beside_paper
-from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view, plot_anchor_design, plot_matching_comparison, simulate_random_squares
+from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view, plot_anchor_design, plot_matching_comparison
 
 __all__ = [
     "anchor_explorer_view",
@@ -15,7 +15,6 @@ __all__ = [
     "plot_share_bars",
     "plot_side_histogram",
     "plot_size_mix",
-    "simulate_random_squares",
     "size_shares",
     "table_beside_paper",
 ]

@@ -21,10 +21,10 @@ import torch
 from matplotlib.figure import Figure
 
 from sodlib.anchors import (
-    FPN_ANCHORS,
     AnchorSet,
     anchor_size_bounds,
     box_iou,
+    largest_matching_offset,
     match_anchors,
     min_matchable_size,
     worst_case_iou,
@@ -38,10 +38,8 @@ __all__ = [
     "IoUExplorerReport",
     "anchor_explorer_view",
     "iou_explorer_view",
-    "largest_matching_offset",
     "plot_anchor_design",
     "plot_matching_comparison",
-    "simulate_random_squares",
 ]
 
 DEFAULT_STRIDES: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0, 64.0)
@@ -50,24 +48,6 @@ DEFAULT_STRIDES: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0, 64.0)
 # ----------------------------------------------------------------------------------------------------------
 # IoU explorer: one object, one anchor
 # ----------------------------------------------------------------------------------------------------------
-def largest_matching_offset(object_side: float, anchor_side: float, iou_threshold: float) -> float | None:
-    """Largest centre distance ``d`` (on each axis) at which a square object of side ``s`` and a square anchor
-    of side ``a`` still reach IoU ``t``; ``None`` when even concentric boxes fall short.
-
-    While ``d <= |a - s| / 2`` the smaller box lies inside the larger and ``IoU = min(s, a)^2 / max(s, a)^2``,
-    its largest value; beyond, the overlap per axis is ``o = (s + a) / 2 - d`` and the IoU falls. Solving
-    ``o^2 / (s^2 + a^2 - o^2) = t`` gives ``o = sqrt(t (s^2 + a^2) / (1 + t))`` and ``d = (s + a) / 2 - o``
-    (valid because ``o <= min(s, a)`` exactly when ``min^2 / max^2 >= t``).
-    """
-    s, a, t = float(object_side), float(anchor_side), float(iou_threshold)
-    if s <= 0 or a <= 0 or not 0 < t < 1:
-        raise ValueError("object_side and anchor_side must be positive and 0 < iou_threshold < 1")
-    if (min(s, a) / max(s, a)) ** 2 < t:
-        return None
-    overlap = math.sqrt(t * (s * s + a * a) / (1.0 + t))
-    return (s + a) / 2.0 - overlap
-
-
 @dataclass
 class IoUExplorerReport:
     """Numbers behind :func:`iou_explorer_view`.
@@ -408,31 +388,3 @@ def plot_matching_comparison(results: Mapping[str, AnchorMatchingStatistics], *,
     figure.suptitle(title, fontsize=11)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure
-
-
-def simulate_random_squares(sides: Sequence[float], anchors: AnchorSet = FPN_ANCHORS, per_side: int = 200,
-                            seed: int = 0, image_hw: tuple[int, int] = (480, 640), margin: float = 64.0) -> dict[float, tuple[float, float]]:
-    """Mean best-anchor IoU of squares of each side placed uniformly at random (away from the border by
-    ``margin``) in a ``image_hw`` image, against ``anchors``; ``{side: (mean, standard error)}``.
-
-    Each square gets its own image, so squares never compete for anchors; the matching is
-    :func:`sodlib.stats.anchor_matching_statistics` (the numba kernel). This is how R16 is checked.
-    """
-    from sodlib.data.coco import coco_from_dict
-    from sodlib.stats import anchor_matching_statistics
-
-    rng = np.random.default_rng(seed)
-    height, width = image_hw
-    images, annotations = [], []
-    for side in sides:
-        if side <= 0 or side + 2 * margin >= min(height, width):
-            raise ValueError(f"side {side} does not fit in a {height} x {width} image with margin {margin}")
-        for _ in range(per_side):
-            image_id = len(images) + 1
-            images.append({"id": image_id, "height": height, "width": width, "file_name": f"{image_id}.jpg"})
-            x, y = rng.uniform(margin, width - margin - side), rng.uniform(margin, height - margin - side)
-            annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "bbox": [x, y, float(side), float(side)], "area": float(side) ** 2})
-    coco = coco_from_dict({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "square"}]})
-    best = anchor_matching_statistics(coco, anchors=anchors).best_iou.reshape(len(sides), per_side)
-    return {float(side): (float(row.mean()), float(row.std(ddof=1) / math.sqrt(per_side))) for side, row in zip(sides, best)}

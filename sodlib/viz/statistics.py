@@ -16,7 +16,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from sodlib.data.sizes import SIZE_BIN_COLORS, SIZE_BINS
 from sodlib.stats import AnchorMatchingStatistics, SizeStatistics
-from sodlib.stats_commands import format_table
+from sodlib.tables import format_table
 
 __all__ = [
     "KISANTAL_TABLE_2",

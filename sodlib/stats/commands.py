@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sodlib.anchors import FPN_ANCHORS, AnchorSet
+from sodlib.tables import format_table
 
 LARGE_FILE_ANNOTATIONS = 50_000  # show progress bars from this many annotations on
 
@@ -52,13 +53,6 @@ def _percent(value: float) -> str:
 
 def _number(value: float, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths))) for line in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _table_rows(sizes, matching) -> tuple[list[str], list[list[str]]]:
