@@ -10,7 +10,7 @@ import torch
 from sodlib.data import CocoDetection, generate_synthetic_coco
 from sodlib.engine import TrainConfig, evaluate, learning_rate_factor, train
 from sodlib.engine.checkpoint import load_checkpoint
-from sodlib.engine.train import HorizontalFlipView
+from sodlib.augment import HorizontalFlipView
 from sodlib.models import faster_rcnn, rebuild_model
 from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
 

@@ -1,5 +1,6 @@
 """Data augmentation for small objects, after Kisantal et al. (seed 002): size-aware oversampling and
-small-object copy-paste, online (a sampler, a transform) and offline (a written COCO dataset)."""
+small-object copy-paste, online (a sampler, a transform) and offline (a written COCO dataset); and the seeded
+horizontal flip of training."""
 from sodlib.augment.copy_paste import (
     STRATEGIES,
     CopyPasteResult,
@@ -8,7 +9,8 @@ from sodlib.augment.copy_paste import (
     SmallObjectCopyPaste,
     copy_paste_small_objects,
 )
-from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces, is_small_object, mask_box
+from sodlib.augment.flip import HorizontalFlipView
+from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces, is_small_object
 from sodlib.augment.offline import OfflineCopyPasteResult, copy_paste_coco
 from sodlib.augment.oversampling import (
     OversampledDataset,
@@ -18,12 +20,14 @@ from sodlib.augment.oversampling import (
     small_object_flags,
     write_oversampled_coco,
 )
+from sodlib.data.masks import mask_box
 
 __all__ = [
     "SMALL_AREA_MAX",
     "STRATEGIES",
     "CopyPasteResult",
     "CopyPasteSettings",
+    "HorizontalFlipView",
     "OfflineCopyPasteResult",
     "OversampledDataset",
     "PasteCounts",

@@ -45,7 +45,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces, mask_box
+from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces
+from sodlib.data.masks import mask_box
 from sodlib.augment.placement import blur_seam, find_place, warp_object
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 
 - :func:`is_small_object`: COCO's small bin (``area <= 32^2``, the edge inclusive as in pycocotools, see
   :mod:`sodlib.data.sizes`), by the annotation's ``area`` (the mask area), crowd regions excluded.
-- :func:`mask_box`: the tight whole-pixel box of a mask, ``(x1, y1, x2, y2)`` with ``x2``/``y2`` one past the
-  last pixel (COCO's ``toBbox`` of the mask's RLE, turned into corners).
+- :func:`sodlib.data.masks.mask_box` (re-exported here): the tight whole-pixel box of a mask,
+  ``(x1, y1, x2, y2)`` with ``x2``/``y2`` one past the last pixel (COCO's ``toBbox`` of the mask's RLE, turned
+  into corners).
 - :func:`count_connected_pieces`: the number of 8-connected pieces of a mask, by a union-find over the
   horizontal runs of each row (no scipy needed; a small object has a few dozen runs).
 """
@@ -13,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from sodlib.data.masks import mask_box
 from sodlib.data.sizes import SIZE_BINS
 
 SMALL_AREA_MAX: float = SIZE_BINS["small"][1]
@@ -22,19 +24,6 @@ SMALL_AREA_MAX: float = SIZE_BINS["small"][1]
 def is_small_object(annotation: Mapping, small_area_max: float = SMALL_AREA_MAX) -> bool:
     """True for a non-crowd COCO annotation whose ``area`` is at most ``small_area_max`` (edge inclusive)."""
     return not annotation.get("iscrowd", 0) and float(annotation["area"]) <= small_area_max
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(x1, y1, x2, y2)`` whole-pixel box of the mask's pixels (``x2``, ``y2`` exclusive), or None if empty.
-
-    Args:
-        mask: ``bool/uint8 [H, W]``.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def _row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

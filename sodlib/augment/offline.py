@@ -43,8 +43,8 @@ from tqdm.auto import tqdm
 
 from sodlib.augment.copy_paste import CopyPasteSettings, PasteCounts, copy_paste_small_objects
 from sodlib.augment.masks import is_small_object
-from sodlib.augment.oversampling import write_json_atomically
 from sodlib.data.coco import CocoFormatError, load_coco
+from sodlib.data.files import write_json_atomically
 
 logger = logging.getLogger(__name__)
 

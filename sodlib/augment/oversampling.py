@@ -23,11 +23,9 @@ repeat rate is ``f`` up to rounding and the epoch length is fixed. Annotations a
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -36,6 +34,7 @@ import torch
 
 from sodlib.augment.masks import SMALL_AREA_MAX, is_small_object
 from sodlib.data.coco import load_coco
+from sodlib.data.files import write_json_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -231,22 +230,6 @@ def oversample_coco(data: Mapping, factor: float, seed: int = 0, small_area_max:
             next_image_id += 1
     out["images"], out["annotations"] = images, annotations
     return out
-
-
-def write_json_atomically(document: Mapping, path: str | os.PathLike) -> Path:
-    """Write ``document`` as json to ``path`` through a temporary file beside it and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(document, handle, separators=(",", ":"))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_oversampled_coco(annotations: str | os.PathLike, out: str | os.PathLike, factor: float, *, seed: int = 0,

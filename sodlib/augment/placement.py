@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from sodlib.augment.masks import mask_box
+from sodlib.data.masks import mask_box
 
 
 def warp_object(pixels: np.ndarray, mask: np.ndarray, scale: float, angle_degrees: float) -> tuple[np.ndarray, np.ndarray] | None:

@@ -94,6 +94,8 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
+from sodlib.data.files import write_text_atomically
+from sodlib.data.masks import mask_box
 from sodlib.data.paths import data_dir
 
 logger = logging.getLogger(__name__)
@@ -363,15 +365,6 @@ def _paint_object(image: np.ndarray, mask: np.ndarray, box: tuple[int, int, int,
     image[ys + y0, xs + x0] = np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        return None
-    y0, y1 = np.flatnonzero(rows)[[0, -1]]
-    x0, x1 = np.flatnonzero(cols)[[0, -1]]
-    return int(x0), int(y0), int(x1) + 1, int(y1) + 1
-
-
 def uncompressed_rle(mask: np.ndarray) -> dict:
     """COCO's uncompressed RLE ``{"counts": [...], "size": [h, w]}`` of a binary ``[H, W]`` mask.
 
@@ -421,7 +414,7 @@ def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndar
             continue
         union |= mask.astype(bool)
         _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
-    box = _mask_box(union)
+    box = mask_box(union)
     if box is None:
         return None
     x0, y0, x1, y1 = box
@@ -868,16 +861,7 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
             "licenses": LICENSES}
     text = (_dump_json(head)[:-1] + ',"images":[' + ",".join(image_texts) + '],"annotations":['
             + ",".join(annotation_texts) + '],"categories":' + _dump_json(CATEGORIES) + "}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(text, path)
     bar.update(1)
     bar.close()
     logger.info("wrote %s (%d images, %d annotations, no image files)", path, num_images, num_objects)

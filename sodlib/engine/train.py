@@ -37,18 +37,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from sodlib.augment.flip import HorizontalFlipView
 from sodlib.data.dataset import detection_collate
 from sodlib.engine import distributed
 from sodlib.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sodlib.engine.config import TrainConfig
 from sodlib.eval.evaluate import bare_model
 
-__all__ = ["TrainResult", "train", "learning_rate_factor", "HorizontalFlipView", "build_optimizer", "without_crowd"]
+__all__ = ["TrainResult", "train", "learning_rate_factor", "build_optimizer", "without_crowd"]
 
 logger = logging.getLogger(__name__)
-
-LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
-
 
 @dataclass
 class TrainResult:
@@ -75,37 +73,6 @@ def learning_rate_factor(iteration: int, total: int, config: TrainConfig) -> flo
     else:
         decay = 1.0
     return warmup * decay
-
-
-class HorizontalFlipView(Dataset):
-    """``dataset`` with each item flipped left-right with probability 1/2, decided by ``(seed, epoch, index)``.
-
-    A flip maps a box ``(x1, y1, x2, y2)`` of an image ``W`` pixels wide to ``(W - x2, y1, W - x1, y2)``
-    (masks are flipped along their last axis).
-    """
-
-    def __init__(self, dataset: Dataset, seed: int, epoch: int, enabled: bool = True):
-        self.dataset, self.seed, self.epoch, self.enabled = dataset, int(seed), int(epoch), bool(enabled)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def flips(self, index: int) -> bool:
-        """Whether item ``index`` is flipped in this epoch."""
-        return self.enabled and bool(np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        if not self.flips(index):
-            return image, target
-        width = image.shape[-1]
-        target = dict(target)
-        boxes = target["boxes"].clone()
-        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-        target["boxes"] = boxes
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-1)
-        return image.flip(-1), target
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

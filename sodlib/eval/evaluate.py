@@ -1,10 +1,8 @@
 """Run a detector over a dataset and score it with COCOeval (:mod:`sodlib.eval.coco_eval`)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -12,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sodlib.data.dataset import CocoDetection, detection_collate
+from sodlib.data.files import write_json_atomically
 from sodlib.eval.coco_eval import coco_results, evaluate_results
 
 __all__ = ["predict", "predict_one", "evaluate", "bare_model"]
@@ -92,11 +91,7 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
     predictions = predict(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     results = coco_results(predictions, dataset.label_to_category_id)
     if results_path is not None:
-        path = Path(results_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(path)
+        write_json_atomically(results, results_path)
     metrics = evaluate_results(dataset.coco, results, size_bins=size_bins, image_ids=dataset.image_ids)
     logger.info("evaluated %d images, %d detections: AP %.3f AP50 %.3f", len(dataset), len(results), metrics["AP"], metrics["AP50"])
     return metrics
