@@ -7,7 +7,7 @@ the boxes an FPN assigns to its finest level. Here the RoIs cover less than the 
 the RoIs within 4 x 4 pixels straight from the map and copy each larger RoI's window, not the whole map.
 Prints the fastest forward and forward + backward (features) times of prroi_pool and
 roi_align(sampling_ratio=2, aligned=False), and their ratio, measured in one run, each run after the other
-ops' ("cold" in sodlib.ops.benchmark).
+ops' ("cold" in sodlib.bench.prroi).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from sodlib.ops import prroi_pool
-from sodlib.ops.benchmark import fastest_seconds
+from sodlib.bench.prroi import fastest_seconds
 from sodlib.ops.torchvision_pooling import roi_align
 
 

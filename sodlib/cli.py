@@ -16,7 +16,7 @@ import sys
 COMMAND_MODULES = [
     "sodlib.data.commands",
     "sodlib.stats.commands",
-    "sodlib.ops.commands",
+    "sodlib.bench.commands",
     "sodlib.models.commands",
     "sodlib.engine.commands",
     "sodlib.augment.commands",

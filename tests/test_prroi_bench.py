@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sodlib.cli import main
-from sodlib.ops.benchmark import Timing, Workload, format_ratio_table, format_times_table, random_boxes, ratio_table
+from sodlib.bench.prroi import Timing, Workload, format_ratio_table, format_times_table, random_boxes, ratio_table
 
 
 def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +24,7 @@ def test_cold_is_the_first_run_of_a_turn_and_warm_the_runs_after_it() -> None:
 
     import torch
 
-    from sodlib.ops.benchmark import fastest_seconds
+    from sodlib.bench.prroi import fastest_seconds
 
     runs = {"a": 0, "b": 0}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from sodlib.ops.box_refinement import part_score_maps, pooled_part_score, refine_box
+from sodlib.models.box_refinement import part_score_maps, pooled_part_score, refine_box
 
 
 def test_part_maps_mark_each_part_positive_and_the_other_parts_negative() -> None:

@@ -1,4 +1,4 @@
-"""``python -m sodlib bench prroi``: timing ratios of precise RoI pooling (see :mod:`sodlib.ops.benchmark`)."""
+"""``python -m sodlib bench prroi``: timing ratios of precise RoI pooling (see :mod:`sodlib.bench.prroi`)."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sodlib.ops.benchmark import (Workload, benchmark_prroi, fixed_cost_seconds, format_ratio_table,
+    from sodlib.bench.prroi import (Workload, benchmark_prroi, fixed_cost_seconds, format_ratio_table,
                                       format_times_table, ratio_table)
 
     if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0:
