@@ -46,8 +46,8 @@ import numpy as np
 import torch
 
 from sodlib.augment.masks import SMALL_AREA_MAX, count_connected_pieces
-from sodlib.data.masks import mask_box
 from sodlib.augment.placement import blur_seam, find_place, warp_object
+from sodlib.data.masks import mask_box
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,10 @@ class CopyPasteSettings:
             raise ValueError(f"small_area_max={self.small_area_max!r} must be a positive area in pixels (COCO: 1024)")
         if not _is_int(self.placement_tries) or self.placement_tries < 0:
             raise ValueError(f"placement_tries={self.placement_tries!r} must be an integer >= 0")
+
+
+#: The names of :class:`CopyPasteSettings`' fields, in their order.
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CopyPasteSettings))
 
 
 def _is_int(value: Any) -> bool:
@@ -330,8 +334,9 @@ class SmallObjectCopyPaste:
     ``image`` ``Tensor[C, H, W]`` and a target with ``masks`` ``Tensor[N, H, W]``.
 
     Args:
-        strategy, count, scale_range, max_rotation_degrees, border_margin, allow_overlap, edge_blur,
-            small_area_max, placement_tries: see :class:`CopyPasteSettings`.
+        strategy, count: see :class:`CopyPasteSettings`.
+        **settings: the other fields of :class:`CopyPasteSettings` (``scale_range``, ``max_rotation_degrees``,
+            ``border_margin``, ``allow_overlap``, ``edge_blur``, ``small_area_max``, ``placement_tries``).
         probability: chance that an image is augmented (``1.0``: always, the paper's "aug"; ``0.5`` with 2x
             oversampling: the paper's "original + aug").
         return_masks: keep ``target["masks"]`` in the output; ``False`` drops them after pasting, for box-only
@@ -349,14 +354,13 @@ class SmallObjectCopyPaste:
     """
 
     def __init__(self, strategy: Strategy = "all", count: int = 1, *, probability: float = 1.0,
-                 scale_range: tuple[float, float] = (0.8, 1.2), max_rotation_degrees: float = 15.0,
-                 border_margin: int = 5, allow_overlap: bool = False, edge_blur: int | None = None,
-                 small_area_max: float = SMALL_AREA_MAX, placement_tries: int = 30, return_masks: bool = True,
-                 seed: int | None = None, generator: np.random.Generator | torch.Generator | None = None):
-        self.settings = CopyPasteSettings(strategy=strategy, count=count, scale_range=scale_range,
-                                          max_rotation_degrees=max_rotation_degrees, border_margin=border_margin,
-                                          allow_overlap=allow_overlap, edge_blur=edge_blur,
-                                          small_area_max=small_area_max, placement_tries=placement_tries)
+                 return_masks: bool = True, seed: int | None = None,
+                 generator: np.random.Generator | torch.Generator | None = None, **settings: Any):
+        unknown = sorted(set(settings) - set(SETTING_NAMES))
+        if unknown:
+            raise ValueError(f"unknown copy-paste setting(s) {', '.join(unknown)}; known: probability, return_masks, "
+                             f"seed, generator and the fields of CopyPasteSettings: {', '.join(SETTING_NAMES)}")
+        self.settings = CopyPasteSettings(strategy=strategy, count=count, **settings)
         if not _is_number(probability) or not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability={probability!r} must be in [0, 1] (1.0: augment every image; 0.5 with "
                              "2x oversampling: the paper's original + augmented setting)")

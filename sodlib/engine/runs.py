@@ -7,7 +7,7 @@ A run configuration file (TOML or JSON)::
     val = "embedded:val"        # or val_annotations / val_images; val = "none" to skip
     oversample = 3              # optional: each train image holding a small object appears 3 times (>= 1)
     copy_paste = { strategy = "all", count = 1, probability = 0.5 }   # optional: small-object copy-paste on
-                                # the train split (also allow_overlap, edge_blur); the val split is never changed
+                                # the train split (any field of CopyPasteSettings too); the val split is never changed
 
     [model]                     # a detector of the registry (sodlib.models.list_models()) and its arguments
     name = "faster_rcnn"        # optional: faster_rcnn when absent; num_classes comes from the data
@@ -119,7 +119,6 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
 
 DATA_KEYS = ("train", "val", "train_annotations", "train_images", "val_annotations", "val_images", "oversample",
              "copy_paste")
-COPY_PASTE_KEYS = ("strategy", "count", "probability", "allow_overlap", "edge_blur")
 
 
 def check_augmentation(data: Mapping[str, Any]) -> None:
@@ -134,10 +133,13 @@ def check_augmentation(data: Mapping[str, Any]) -> None:
         if not isinstance(settings, dict):
             raise ValueError(f"[data] copy_paste={settings!r} must be a table, e.g. "
                              "copy_paste = { strategy = \"all\", count = 1, probability = 0.5 }")
-        unknown = sorted(set(settings) - set(COPY_PASTE_KEYS))
-        if unknown:
-            raise ValueError(f"[data] copy_paste has unknown key(s) {', '.join(unknown)}; known: {', '.join(COPY_PASTE_KEYS)}")
         from sodlib.augment import SmallObjectCopyPaste
+        from sodlib.augment.copy_paste import SETTING_NAMES
+
+        known = ("probability", *SETTING_NAMES)  # the transform's own seed and masks are the run's to set
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"[data] copy_paste has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
         try:  # the transform checks its own arguments
             SmallObjectCopyPaste(**settings, return_masks=False, seed=0)
