@@ -14,13 +14,13 @@ Conventions (the same everywhere in sodlib):
 The order of anchors follows torchvision: level by level, then grid row ``y``, grid column ``x``, and the
 base anchors of a location (ratio-major, then size), so index ``((y * W + x) * A + k)`` inside a level.
 
-Geometry used to size anchors (seed 001, section III-A, eq. 1). A square object of side ``s`` and a square
+Geometry used to size anchors (Krishna and Jawahar, 2017, section III-A, eq. 1). A square object of side ``s`` and a square
 anchor of side ``a`` whose centres are ``d`` apart on each axis overlap on each axis by
 
     o = clip((s + a) / 2 - d, 0, min(s, a))
 
 and their IoU is ``o^2 / (s^2 + a^2 - o^2)``. The worst placement on a grid of stride ``S`` is
-``d = S / 2`` on both axes. Seed 001's eq. (1), ``(s - d)^2 / (s^2 + a^2 - (s - d)^2)``, is the case
+``d = S / 2`` on both axes. Krishna and Jawahar's eq. (1), ``(s - d)^2 / (s^2 + a^2 - (s - d)^2)``, is the case
 ``a = s`` of the partial-overlap regime.
 """
 from __future__ import annotations
@@ -346,7 +346,7 @@ def worst_case_iou(object_size, anchor_size, offset):
 
     - the anchor contains the object (``a >= s + 2d``): ``o = s``, ``IoU = s^2 / a^2``;
     - the object contains the anchor (``a <= s - 2d``): ``o = a``, ``IoU = a^2 / s^2``;
-    - the object sticks out (``|a - s| < 2d``): ``o = (s + a) / 2 - d``; at ``a = s`` this is seed 001's
+    - the object sticks out (``|a - s| < 2d``): ``o = (s + a) / 2 - d``; at ``a = s`` this is Krishna and Jawahar's
       eq. (1), ``(s - d)^2 / (2 s^2 - (s - d)^2)``.
 
     ``d = stride / 2`` is the worst placement on a grid. Arrays broadcast; returns a float or an ndarray.
@@ -468,7 +468,7 @@ def derive_anchor_sizes(
     ``a = a_hi(s0)``, find the largest side ``s1`` that anchor still matches (``a_lo(s1) = a``), continue from
     ``s1`` until the largest side is covered. Every side in ``covered_range`` then has an anchor in
     ``[a_lo(s), a_hi(s)]`` (the covering property, up to ``decimals`` rounding, which is applied downwards
-    where it could break it). Seed 001 did this for its data by hand and arrived at {16, 25, 32, 45, 64, 90}.
+    where it could break it). Krishna and Jawahar did this for their data by hand and arrived at {16, 25, 32, 45, 64, 90}.
     """
     t = _check_threshold(iou_threshold)
     if stride <= 0:

@@ -175,7 +175,7 @@ def test_worst_case_iou_matches_placed_boxes_on_a_grid():
     assert grid.shape == (7, 7)
 
 
-def test_seed_001_equation_is_the_equal_size_case():
+def test_krishna_jawahar_equation_is_the_equal_size_case():
     s, d = 32.0, 6.0
     assert worst_case_iou(s, s, d) == pytest.approx((s - d) ** 2 / (2 * s * s - (s - d) ** 2))
 

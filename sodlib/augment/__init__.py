@@ -1,4 +1,4 @@
-"""Data augmentation for small objects, after Kisantal et al. (seed 002): size-aware oversampling and
+"""Data augmentation for small objects, after Kisantal et al. (2019): size-aware oversampling and
 small-object copy-paste, online (a sampler, a transform) and offline (a written COCO dataset); and the seeded
 horizontal flip of training."""
 from sodlib.augment.copy_paste import (

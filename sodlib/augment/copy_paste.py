@@ -1,4 +1,4 @@
-"""Small-object copy-paste inside the same image, with the rules of Kisantal et al. (seed 002, sections 4-6).
+"""Small-object copy-paste inside the same image, with the rules of Kisantal et al. (2019, sections 4-6).
 
 The paper raises AP on small objects by copying small objects by their masks and pasting them elsewhere in
 the same image, so that each image holds more small objects (more anchors matched to small objects, a larger

@@ -1,6 +1,6 @@
 """Offline copy-paste: write an augmented COCO dataset (images + instances json) once, train from it later.
 
-Kisantal et al. (seed 002, section 5.2, Table 4) compare two settings, both available here:
+Kisantal et al. (2019, section 5.2, Table 4) compare two settings, both available here:
 
 - ``"augmented"``: every image holding a small object is replaced by its augmented copy (same image id, a new
   file); the paper's "aug". Oversampling that output 2x (``python -m sodlib oversample``) is "aug +

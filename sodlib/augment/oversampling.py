@@ -1,6 +1,6 @@
 """Size-aware oversampling: images that hold small objects are seen ``factor`` times per epoch.
 
-Kisantal et al. (seed 002, sections 4 and 5.1, Table 3) note that only about half of COCO's training images
+Kisantal et al. (2019, sections 4 and 5.1, Table 3) note that only about half of COCO's training images
 hold any small object, and raise AP on small objects by showing those images 2, 3 or 4 times as often (3x
 was best for small objects; large objects lose a little at every factor). An image "holds a small object"
 when at least one of its non-crowd annotations has ``area <= 32^2`` (COCO's small bin by the annotation's

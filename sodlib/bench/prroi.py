@@ -1,6 +1,6 @@
 """Timing precise RoI pooling against its reference and torchvision's RoIAlign, as ratios from one run.
 
-The workload is R-FCN-sized (seed 000, R-FCN): a stride-16 feature map of a 600 x 1000 image
+The workload is R-FCN-sized (the R-FCN of Zhang et al., 2021): a stride-16 feature map of a 600 x 1000 image
 (38 x 63 cells), k = 7 bins, 21 classes (20 + background), 300 RoIs, mostly small boxes.
 
 - PS-PrRoI pools ``Tensor[1, 21 * 49, 38, 63]`` score maps into ``Tensor[300, 21, 7, 7]``;

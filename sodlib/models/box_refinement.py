@@ -2,7 +2,7 @@ r"""Refining a box by gradient ascent on a score pooled with PS-PrRoI pooling.
 
 Because precise RoI pooling is differentiable in the box coordinates, any score computed from pooled
 features can be climbed by moving the box. IoU-Net (Jiang et al., 2018) refines detections this way with a
-learned IoU predictor; here the score is the voting step of R-FCN (seed 000, eq. 8): the mean over the
+learned IoU predictor; here the score is the voting step of R-FCN (Zhang et al., 2021, eq. 8): the mean over the
 k x k bins of the position-sensitive pooled maps,
 
 .. math::

@@ -1,6 +1,6 @@
 r"""Precise RoI pooling (PrRoI) and its position-sensitive variant (PS-PrRoI): functions and modules.
 
-Each output bin is the exact mean of the bilinearly interpolated feature map over the bin (seed 000,
+Each output bin is the exact mean of the bilinearly interpolated feature map over the bin (Zhang et al., 2021,
 eq. 5-6): no quantisation of the RoI (RoIPool) and no sampling points (RoIAlign). The output is
 differentiable with respect to the features and to the RoI coordinates (eq. 7).
 
@@ -56,7 +56,7 @@ def prroi_pool(input: Tensor, rois: RoIs, output_size: int | Sequence[int], spat
 
 
 def ps_prroi_pool(input: Tensor, rois: RoIs, output_size: int | Sequence[int], spatial_scale: float = 1.0) -> Tensor:
-    r"""Position-sensitive precise RoI pooling (R-FCN's score maps, seed 000).
+    r"""Position-sensitive precise RoI pooling (R-FCN's score maps; Zhang et al., 2021).
 
     .. math::
         \mathrm{out}[k, c, i, j] = \frac{1}{|b_{ij}|} \iint_{b_{ij}} f_{(c k_h + i) k_w + j}(x, y)\,dx\,dy,

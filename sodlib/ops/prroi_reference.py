@@ -1,7 +1,7 @@
 r"""Precise RoI pooling in plain PyTorch: the readable reference the compiled kernels are held to.
 
 Feature pixel ``(i, j)`` sits at the point ``(x = j, y = i)``; bilinear interpolation makes the map
-continuous (seed 000, eq. 5) and zero from one pixel outside it on:
+continuous (Zhang et al., 2021, eq. 5) and zero from one pixel outside it on:
 
 .. math::
     f(x, y) = \sum_{i,j} \mathrm{hat}(x - j)\,\mathrm{hat}(y - i)\,w_{ij}, \qquad \mathrm{hat}(t) = \max(0, 1 - |t|).

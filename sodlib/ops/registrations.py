@@ -3,7 +3,7 @@
 The fake kernels give output shapes without computing, so ``torch.compile`` and ``torch.library.opcheck``
 can trace the ops. The autograd formula is compiled with the ops (``extensions/prroi/csrc/prroi_pool_autograd.cpp``):
 it routes the backward pass to ``prroi_pool_backward_input`` (features) and ``prroi_pool_backward_rois``
-(RoI coordinates, seed 000 eq. 7), each run only when that input needs a gradient; first order only (no
+(RoI coordinates, Zhang et al. 2021, eq. 7), each run only when that input needs a gradient; first order only (no
 double backward). Imported by :mod:`sodlib.ops` when the extension has loaded.
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ STRIDE_CHOICES: tuple[int, ...] = (4, 8, 16, 32, 64)
 def explorer_anchor_sizes(smallest: float, count: int, per_octave: int) -> tuple[float, ...]:
     """``count`` anchor sizes from ``smallest``, ``per_octave`` of them per doubling:
     ``smallest * 2 ** (k / per_octave)`` for ``k = 0 .. count - 1`` (16, 6, 2 gives 16, 22.6, 32, 45.3, 64, 90.5,
-    close to seed 001's {16, 25, 32, 45, 64, 90})."""
+    close to Krishna and Jawahar's {16, 25, 32, 45, 64, 90})."""
     if smallest <= 0 or count < 1 or per_octave < 1:
         raise ValueError(f"need smallest > 0, count >= 1 and per_octave >= 1, got {smallest}, {count}, {per_octave}")
     return tuple(float(smallest) * 2.0 ** (k / per_octave) for k in range(int(count)))

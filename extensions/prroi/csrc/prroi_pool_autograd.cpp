@@ -2,7 +2,7 @@
 //
 // The forward saves the input, the RoIs and the output; the backward calls the two backward ops, each only
 // when that input needs a gradient: prroi_pool_backward_input (features) and prroi_pool_backward_rois
-// (RoI coordinates, seed 000 eq. 7). Gradients are first order only (no double backward).
+// (RoI coordinates, Zhang et al. 2021, eq. 7). Gradients are first order only (no double backward).
 // Written in C++ rather than with torch.library.register_autograd so that a training step pays no
 // Python work for it; the fake (meta) kernels are registered from Python (sodlib/ops/registrations.py).
 

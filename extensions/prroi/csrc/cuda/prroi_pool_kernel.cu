@@ -150,7 +150,7 @@ __global__ void backward_rois_kernel(const scalar_t* __restrict__ grad_output, c
       const acc_t y1 = g.y1 + ph * g.bin_h, y2 = g.y1 + (ph + 1) * g.bin_h;
       const scalar_t* plane = input + s.plane_offset(g.batch, c, ph, pw);
       const acc_t out = static_cast<acc_t>(output[o]);
-      // derivative of the bin mean with respect to each of its edges (seed 000, eq. 7)
+      // derivative of the bin mean with respect to each of its edges (Zhang et al. 2021, eq. 7)
       const acc_t d_left = out / g.bin_w - vertical_line_integral(plane, s, x1, y1, y2) * inv_area;
       const acc_t d_right = vertical_line_integral(plane, s, x2, y1, y2) * inv_area - out / g.bin_w;
       const acc_t d_top = out / g.bin_h - horizontal_line_integral(plane, s, y1, x1, x2) * inv_area;
