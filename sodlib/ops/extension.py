@@ -1,8 +1,9 @@
 """Loading the compiled extension ``sodlib._C`` and deciding when to fall back to the references.
 
 Importing ``sodlib._C`` registers the ops ``torch.ops.sodlib.prroi_pool_forward``, ``..._backward_input``
-and ``..._backward_rois`` with kernels for CPU and, when it was built with ``nvcc``, CUDA; importing
-:mod:`sodlib.ops.registrations` next adds their autograd formula and fake (meta) kernels.
+and ``..._backward_rois`` with kernels for CPU and, when it was built with ``nvcc``, CUDA, and the forward's
+autograd formula (all compiled: ``extensions/prroi/csrc``); importing :mod:`sodlib.ops.registrations` next
+adds their fake (meta) kernels, which are written in Python.
 
 Without the extension (or without a kernel for a tensor's device) the pooling ops run the pure-PyTorch
 reference and warn once. ``SODLIB_REQUIRE_EXT=1`` (set by the test command) turns both into errors.
@@ -36,7 +37,7 @@ def _load() -> str | None:
                               f"{BUILD_HINT}") from error
         logger.info("sodlib._C not loaded: %s", error)
         return str(error)
-    import sodlib.ops.registrations  # noqa: F401  (autograd and fake kernels of the ops just loaded)
+    import sodlib.ops.registrations  # noqa: F401  (the fake kernels of the ops just loaded)
 
     return None
 
