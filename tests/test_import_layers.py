@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sodlib"
 #: Layer of each top-level part of sodlib; a part may import only parts of a lower layer, and itself.
 LAYERS: dict[str, int] = {
     "data": 0, "tables": 0,
-    "anchors": 1, "ops": 1, "_C": 1,  # _C: the compiled kernels of ops
+    "_C": 0,                     # the compiled kernels, loaded by ops
+    "anchors": 1, "ops": 1,
     "stats": 2, "augment": 2,
     "models": 3, "viz": 3,       # viz draws what it is given: it imports neither eval nor engine
     "eval": 4,
