@@ -141,8 +141,10 @@ def test_run_folder_holds_config_checkpoint_history_figure_metrics_and_detection
 def test_bad_configs_and_inputs_are_refused_before_training(tiny_set):
     with pytest.raises(ValueError, match="optimizer='adam'"):
         TrainConfig(optimizer="adam")
-    with pytest.raises(ValueError, match="unknown key\\(s\\) learning_rate"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'; known: amp, batch_size"):
         TrainConfig.from_mapping({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="unknown key 'iteration' \\(did you mean 'iterations'\\?\\)"):
+        TrainConfig.from_mapping({"iteration": 10})
     with pytest.raises(ValueError, match="milestones"):
         TrainConfig(milestones=(0.9, 0.5))
     with pytest.raises(ValueError, match="checkpoints need a run_dir"):

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sodlib"
 
 #: Layer of each top-level part of sodlib; a part may import only parts of a lower layer, and itself.
 LAYERS: dict[str, int] = {
-    "data": 0, "tables": 0,
+    "data": 0, "tables": 0, "checks": 0,
     "_C": 0,                     # the compiled kernels, loaded by ops
     "anchors": 1, "ops": 1,
     "stats": 2, "augment": 2,

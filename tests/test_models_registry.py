@@ -137,3 +137,37 @@ def test_a_registered_dummy_detector_trains_and_evaluates_through_run_training(t
     rebuilt.load_state_dict(checkpoint["model"])
     assert isinstance(rebuilt, BoxPriorDetector) and rebuilt.boxes.shape == (num_classes - 1, 4)
     assert Path(tmp_path / "run" / "figures" / "pr_curves_iou50.png").is_file()
+
+
+@pytest.mark.parametrize("section, key, nearest", [
+    ("model", "backbon", "backbone"),                 # a builder argument
+    ("model", "rpn_nms_tresh", "rpn_nms_thresh"),     # an argument passed on to torchvision's FasterRCNN
+    ("train", "warmup_iteration", "warmup_iterations"),
+    ("data", "trian", "train"),
+    ("evaluate", "size_bin", "size_bins"),
+])
+def test_a_misspelt_key_in_any_section_is_refused_with_the_nearest_name(tmp_path, section, key, nearest):
+    path = tmp_path / "run.toml"
+    path.write_text(tiny_run_config(tmp_path / "a.json", tmp_path / "images"))
+    config = load_run_config(path)
+    config[section][key] = 1
+    with pytest.raises(ValueError, match=f"unknown (key|option) '{key}' \\(did you mean '{nearest}'\\?\\)"):
+        check_run_config(config)
+
+
+def test_build_model_checks_option_names_and_a_builder_with_kwargs_takes_any(scratch_registry):
+    with pytest.raises(ValueError, match="model options of faster_rcnn: unknown option 'min_sise' \\(did you mean 'min_size'"):
+        build_model("faster_rcnn", num_classes=3, min_sise=64)
+
+    @register_model("takes_anything")
+    def takes_anything(num_classes: int, **options) -> nn.Module:
+        return BoxPriorDetector(num_classes)
+
+    @register_model("passes_on", extra_options=["width_factor"])
+    def passes_on(num_classes: int, **options) -> nn.Module:
+        return BoxPriorDetector(num_classes)
+
+    assert isinstance(build_model("takes_anything", num_classes=3, whatever=1), BoxPriorDetector)
+    assert isinstance(build_model("passes_on", num_classes=3, width_factor=1), BoxPriorDetector)
+    with pytest.raises(ValueError, match="unknown option 'width'"):
+        build_model("passes_on", num_classes=3, width=1)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from sodlib.checks import refuse_unknown_names
+
 __all__ = ["TrainConfig", "read_config_file"]
 
 
@@ -101,9 +103,7 @@ class TrainConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """A config from a dict (a ``[train]`` table), refusing unknown keys by name."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        refuse_unknown_names(values, known, "train config")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 import torch
 
+from sodlib.checks import refuse_unknown_names
 from sodlib.data.dataset import CocoDetection
 from sodlib.engine.config import TrainConfig, read_config_file
 
@@ -56,31 +57,28 @@ def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
 def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
     """A copy of ``config`` with its four sections present and checked (``source`` names it in errors)."""
     config = copy.deepcopy(dict(config))
-    unknown = sorted(set(config) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"{source}: unknown section(s) {', '.join(unknown)}; sections are {', '.join(SECTIONS)}")
+    refuse_unknown_names(config, SECTIONS, source, what="section")
     for section in SECTIONS:
         config.setdefault(section, {})
         if not isinstance(config[section], dict):
             raise ValueError(f"{source}: [{section}] must be a table of settings")
     if "num_classes" in config["model"]:
         raise ValueError(f"{source}: [model] num_classes comes from the data; remove it")
-    model_name(config, source)  # an unknown name is refused here, listing the registered ones
+    model_name(config, source)  # an unknown name or option is refused here, listing the known ones
+    refuse_unknown_names(config["data"], DATA_KEYS, f"{source}: [data]")
     for key in ("run_dir", "resume"):
         if key in config["train"]:
             raise ValueError(f"{source}: [train] {key} is set by the command (--run-dir, --resume), not in the file; remove it")
     TrainConfig.from_mapping({**config["train"], "run_dir": "<run folder>"})  # validates before any work starts
     check_augmentation(config["data"])
-    unknown_eval = sorted(set(config["evaluate"]) - {"size_bins", "batch_size"})
-    if unknown_eval:
-        raise ValueError(f"{source}: [evaluate] has unknown key(s) {', '.join(unknown_eval)}; known: size_bins, batch_size")
+    refuse_unknown_names(config["evaluate"], ("size_bins", "batch_size"), f"{source}: [evaluate]")
     return config
 
 
 def model_name(config: Mapping[str, Any], source: str = "config") -> str:
     """The registered detector a run configuration trains: ``[model] name``, :data:`~sodlib.models.DEFAULT_MODEL`
     when absent."""
-    from sodlib.models import DEFAULT_MODEL, model_builder
+    from sodlib.models import DEFAULT_MODEL, check_model_options, model_builder
 
     name = config.get("model", {}).get("name", DEFAULT_MODEL)
     if not isinstance(name, str):
@@ -89,6 +87,7 @@ def model_name(config: Mapping[str, Any], source: str = "config") -> str:
         model_builder(name)
     except ValueError as error:
         raise ValueError(f"{source}: [model] {error}") from None
+    check_model_options(name, [k for k in config.get("model", {}) if k != "name"], source=f"{source}: [model]")
     return name
 
 
@@ -137,9 +136,7 @@ def check_augmentation(data: Mapping[str, Any]) -> None:
         from sodlib.augment.copy_paste import SETTING_NAMES
 
         known = ("probability", *SETTING_NAMES)  # the transform's own seed and masks are the run's to set
-        unknown = sorted(set(settings) - set(known))
-        if unknown:
-            raise ValueError(f"[data] copy_paste has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        refuse_unknown_names(settings, known, "[data] copy_paste")
 
         try:  # the transform checks its own arguments
             SmallObjectCopyPaste(**settings, return_masks=False, seed=0)
@@ -173,9 +170,7 @@ def datasets_from_config(config: Mapping[str, Any]) -> tuple[Any, CocoDetection 
     ``OversampledDataset(train, oversample, seed=<[train] seed>)``. Crowd regions are still flagged by
     ``iscrowd`` and left out by the training loop."""
     data = config.get("data", {})
-    unknown = sorted(set(data) - set(DATA_KEYS))
-    if unknown:
-        raise ValueError(f"[data] has unknown key(s) {', '.join(unknown)}; known: {', '.join(DATA_KEYS)}")
+    refuse_unknown_names(data, DATA_KEYS, "[data]")
     check_augmentation(data)
     seed = int(config.get("train", {}).get("seed", 0))
     options: dict[str, Any] = {}

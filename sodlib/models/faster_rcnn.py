@@ -13,6 +13,7 @@ Evaluation: ``model(images)`` returns per image ``{"boxes": Tensor[D, 4] xyxy, "
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 from torch import nn
@@ -41,7 +42,16 @@ def _pyramid_keys(backbone: nn.Module, fpn: bool) -> list[str]:
     return keys + (["pool"] if extra is not None else [])
 
 
-@register_model("faster_rcnn")
+# What ``**detector_options`` may hold: torchvision's FasterRCNN arguments that the builder does not set itself, and
+# the two that FasterRCNN passes on to its GeneralizedRCNNTransform.
+_SET_BY_THE_BUILDER = {"self", "backbone", "num_classes", "min_size", "max_size", "rpn_anchor_generator", "rpn_head",
+                       "box_roi_pool", "box_head", "box_predictor", "kwargs"}
+DETECTOR_OPTIONS: tuple[str, ...] = tuple(
+    [p for p in inspect.signature(FasterRCNN.__init__).parameters if p not in _SET_BY_THE_BUILDER]
+    + ["size_divisible", "fixed_size"])
+
+
+@register_model("faster_rcnn", extra_options=DETECTOR_OPTIONS)
 def faster_rcnn(
     num_classes: int,
     backbone: str = "resnet_narrow",

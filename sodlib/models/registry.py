@@ -23,34 +23,43 @@ A builder may set ``build_options`` itself (to store normalised options); the re
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["DEFAULT_MODEL", "register_model", "build_model", "list_models", "model_builder", "rebuild_model"]
+from sodlib.checks import refuse_unknown_names
+
+__all__ = ["DEFAULT_MODEL", "register_model", "build_model", "list_models", "model_builder", "rebuild_model",
+           "model_option_names", "check_model_options"]
 
 #: The model of a run config whose ``[model]`` table names none (so configs written before the registry work).
 DEFAULT_MODEL = "faster_rcnn"
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# name -> (builder, the option names its **kwargs pass on, or None for any)
+_BUILDERS: dict[str, tuple[Callable[..., nn.Module], frozenset[str] | None]] = {}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, *, extra_options: Iterable[str] | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(num_classes, **options) -> nn.Module`` under ``name``.
 
-    A name is registered once; registering another builder under a taken name is refused.
+    The options a builder takes are its named parameters; a builder with ``**kwargs`` that passes them on
+    (to torchvision, say) lists the names it passes in ``extra_options``, so that a misspelt option is refused
+    (:func:`check_model_options`) instead of being swallowed. A builder with ``**kwargs`` and no
+    ``extra_options`` takes any option. A name is registered once; another builder under a taken name is refused.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"model name {name!r} must be an identifier such as 'faster_rcnn'")
 
     def decorate(builder: Builder) -> Builder:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"model name {name!r} is registered already (by {_BUILDERS[name].__module__}."
-                             f"{_BUILDERS[name].__qualname__}); fix: choose another name")
-        _BUILDERS[name] = builder
+        taken = _BUILDERS.get(name, (builder, None))[0]
+        if taken is not builder:
+            raise ValueError(f"model name {name!r} is registered already (by {taken.__module__}.{taken.__qualname__}); "
+                             "fix: choose another name")
+        _BUILDERS[name] = (builder, frozenset(extra_options) if extra_options is not None else None)
         return builder
 
     return decorate
@@ -66,11 +75,30 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     if name not in _BUILDERS:
         raise ValueError(f"model {name!r} is not registered; registered models: {', '.join(list_models())} "
                          "(fix: [model] name = one of these, or register yours with sodlib.models.register_model)")
-    return _BUILDERS[name]
+    return _BUILDERS[name][0]
+
+
+def model_option_names(name: str) -> tuple[list[str], bool]:
+    """The options model ``name`` takes, sorted, and whether it takes any others as well (a builder with
+    ``**kwargs`` and no ``extra_options``)."""
+    parameters = inspect.signature(model_builder(name)).parameters.values()
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    extra = _BUILDERS[name][1]
+    return sorted(names | set(extra or ())), takes_kwargs and extra is None
+
+
+def check_model_options(name: str, options: Iterable[str], source: str = "model options") -> None:
+    """Refuse option names that model ``name`` does not take, suggesting the nearest known name."""
+    known, takes_any = model_option_names(name)
+    if not takes_any:
+        refuse_unknown_names(options, known, f"{source} of {name}", what="option")
 
 
 def build_model(name: str, **options: Any) -> nn.Module:
-    """The detector ``name`` built with ``options`` (``num_classes`` among them); see the module docstring."""
+    """The detector ``name`` built with ``options`` (``num_classes`` among them); see the module docstring.
+    Option names are checked first (:func:`check_model_options`)."""
+    check_model_options(name, options)
     model = model_builder(name)(**options)
     recorded = getattr(model, "build_options", None)
     recorded = dict(recorded) if isinstance(recorded, Mapping) else dict(options)
