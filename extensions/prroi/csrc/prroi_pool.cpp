@@ -1,6 +1,6 @@
-// The operator schemas of sodlib._C, registered once under the `sodlib` namespace.
-// The kernels register themselves per device (cpu/prroi_pool_kernel.cpp, cuda/prroi_pool_kernel.cu);
-// autograd and the fake (meta) kernels are registered from Python (sodlib/ops/registrations.py).
+// The schemas of the pooling ops, registered once under the `sodlib` namespace, and the Python module sodlib._C.
+// The kernels register themselves per device (cpu/prroi_pool_cpu.cpp, cuda/prroi_pool_kernel.cu), autograd in
+// C++ (prroi_pool_autograd.cpp); the fake (meta) kernels are registered from Python (sodlib/ops/registrations.py).
 //
 // All three ops serve plain PrRoI pooling and its position-sensitive variant (PS-PrRoI), chosen by
 // `position_sensitive`. Shapes: input Tensor[N, C, H, W], rois Tensor[K, 5], output Tensor[K, C', kh, kw]

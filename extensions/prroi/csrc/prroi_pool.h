@@ -1,5 +1,5 @@
 #pragma once
-// Argument checks and output shapes shared by the CPU and the CUDA kernels of PrRoI pooling.
+// Argument checks, output shapes and backward operands shared by the CPU and the CUDA kernels of PrRoI pooling.
 // The friendly, argument-by-argument errors are raised in Python (sodlib/ops/arguments.py); these checks
 // keep the kernels safe when the ops are called directly through torch.ops.sodlib.
 

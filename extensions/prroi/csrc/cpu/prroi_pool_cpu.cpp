@@ -1,5 +1,5 @@
-// Registers the CPU kernels of the sodlib ops: the AVX2 build where the CPU has AVX2 and FMA, else the
-// baseline build. SODLIB_CPU_KERNELS=baseline in the environment forces the baseline (to compare the two).
+// Registers the CPU kernels of the sodlib ops (the AVX2 build where the CPU has AVX2 and FMA, else the baseline
+// build; SODLIB_CPU_KERNELS=baseline forces the baseline) and the op cpu_kernels(), which says which one runs.
 
 #include <torch/library.h>
 
