@@ -184,7 +184,7 @@ struct EdgeSums {
     for (auto* sums : {&grad_out, &left, &right, &top, &bottom}) sums->assign(bins, T(0));
   }
 
-  // grad_roi[1 .. 4] = d/dx1, d/dy1, d/dx2, d/dy2 of the RoI's image corners (seed 000, eq. 7):
+  // grad_roi[1 .. 4] = d/dx1, d/dy1, d/dx2, d/dy2 of the RoI's image corners (Zhang et al. 2021, eq. 7):
   //     d out / d left = out / bin_w - (integral along the left edge) / area,   likewise the other edges,
   // and the bin edges move with the corners: left = x1 + pw / kw * (x2 - x1), right likewise with pw + 1.
   void corner_gradients(const RoiGeometry<T>& g, const Shapes& s, T scale, T* grad_roi) const {

@@ -105,7 +105,7 @@ void ps_backward_rois_kernel(const scalar_t* grad_output, const scalar_t* input,
             if (grad == acc_t(0)) continue;
             const acc_t out = static_cast<acc_t>(output[o]);
             const scalar_t* plane = input + s.plane_offset(g.batch, c, ph, pw);
-            // derivative of the bin mean with respect to each of its edges (seed 000, eq. 7)
+            // derivative of the bin mean with respect to each of its edges (Zhang et al. 2021, eq. 7)
             const acc_t d_left = out / g.bin_w - left.dot(plane);
             const acc_t d_right = right.dot(plane) - out / g.bin_w;
             const acc_t d_top = out / g.bin_h - top.dot(plane);
