@@ -108,3 +108,58 @@ def test_shipped_configs_are_valid_and_build_their_model(name):
         apply_overrides({**config, "trian": {}}, [])
     with pytest.raises(ValueError, match="\\[data\\] train='mine'"):
         datasets_from_config({"data": {"train": "mine"}})
+
+
+def test_resume_without_a_checkpoint_is_refused_unless_asked(config_file, tmp_path, capsys):
+    run_dir = tmp_path / "fresh"
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--resume"]) == 2
+    assert "nothing to continue" in capsys.readouterr().err
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--resume-if-present"]) == 0
+    first = json.loads((run_dir / "history.json").read_text())["iterations"]
+    # now there is a checkpoint: --resume-if-present continues it (nothing left to train at the same schedule)
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--resume-if-present"]) == 0
+    assert json.loads((run_dir / "history.json").read_text())["iterations"] == first == 2
+    assert main(["train", "--config", str(config_file), "--run-dir", str(tmp_path / "x"), "--set", "model.min_size=abc"]) == 2
+    assert "min_size='abc' must be a whole number" in capsys.readouterr().err
+
+
+def test_evaluate_maps_labels_by_the_checkpoints_categories_and_prints_a_table_per_category(config_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--set", "train.iterations=6"]) == 0
+    data = json.loads((run_dir / "run_config.json").read_text())["data"]
+    original = json.loads(Path(data["val_annotations"]).read_text())
+    # the same categories under other ids, listed in another order
+    renumber = {c["id"]: 100 - c["id"] for c in original["categories"]}
+    shuffled = {**original, "categories": [{**c, "id": renumber[c["id"]]} for c in reversed(original["categories"])],
+                "annotations": [{**a, "category_id": renumber[a["category_id"]]} for a in original["annotations"]]}
+    (tmp_path / "shuffled.json").write_text(json.dumps(shuffled))
+    renamed = {**original, "categories": [{**c, "name": c["name"] + "_x"} if i == 0 else c
+                                          for i, c in enumerate(original["categories"])]}
+    (tmp_path / "renamed.json").write_text(json.dumps(renamed))
+    checkpoint = str(run_dir / "checkpoints" / "last.pt")
+    figures = {}
+    for name, annotations in (("original", data["val_annotations"]), ("shuffled", str(tmp_path / "shuffled.json"))):
+        assert main(["evaluate", "--checkpoint", checkpoint, "--annotations", annotations, "--images", data["val_images"],
+                     "--out", str(tmp_path / name), "--quiet"]) == 0
+        figures[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    out = capsys.readouterr().out
+    assert "per category" in out and "category" in out and "objects" in out
+    assert {k: figures["shuffled"][k] for k in ("AP", "AP50", "APs")} == {k: figures["original"][k] for k in ("AP", "AP50", "APs")}
+    per_category = {row["name"]: row["AP50"] for row in figures["original"]["per_category"]}
+    assert per_category == {row["name"]: row["AP50"] for row in figures["shuffled"]["per_category"]}
+    assert main(["evaluate", "--checkpoint", checkpoint, "--annotations", str(tmp_path / "renamed.json"), "--images",
+                 data["val_images"], "--out", str(tmp_path / "renamed"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on the categories" in err and "_x" in err and not (tmp_path / "renamed").exists()
+
+
+def test_a_command_whose_reader_has_gone_stops_quietly():
+    import subprocess
+    import sys
+
+    # the reader closes the pipe before the command prints, as `head` does after its lines
+    process = subprocess.Popen([sys.executable, "-m", "sodlib", "models"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=CHECKOUT_DIR)
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()

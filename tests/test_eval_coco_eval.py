@@ -15,7 +15,8 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from sodlib.data import CocoDetection, load_coco
-from sodlib.eval import METRIC_NAMES, coco_results, evaluate, evaluate_results, run_cocoeval
+from sodlib.eval import METRIC_NAMES, coco_results, evaluate, evaluate_results, per_category_ap, run_cocoeval
+from sodlib.eval.evaluate import dataset_categories, label_map_for
 
 IMAGE_SIDE = 160
 
@@ -70,8 +71,10 @@ def _detections(gt: dict, seed: int = 1) -> list[dict]:
     return results
 
 
-def _by_hand(gt: dict, results: list[dict], area_ranges: list[list[float]] | None = None) -> np.ndarray:
-    """pycocotools' own summarize(); ``area_ranges`` replaces (all, small, medium, large) if given."""
+def _by_hand(gt: dict, results: list[dict], area_ranges: list[list[float]] | None = None,
+             category_ids: list[int] | None = None) -> np.ndarray:
+    """pycocotools' own summarize(); ``area_ranges`` replaces (all, small, medium, large) if given;
+    ``category_ids`` restricts the evaluation to those categories."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = copy.deepcopy(gt)
@@ -80,6 +83,8 @@ def _by_hand(gt: dict, results: list[dict], area_ranges: list[list[float]] | Non
         cocoeval = COCOeval(coco_gt, coco_dt, "bbox")
         if area_ranges is not None:
             cocoeval.params.areaRng = area_ranges
+        if category_ids is not None:
+            cocoeval.params.catIds = category_ids
         cocoeval.evaluate()
         cocoeval.accumulate()
         cocoeval.summarize()
@@ -162,6 +167,33 @@ def test_evaluate_runs_the_model_and_agrees_with_pycocotools(gt_files, tmp_path)
     assert "AP_tiny" in metrics and "AR_tiny" in metrics
 
 
+def test_a_model_evaluated_on_a_file_with_its_categories_renumbered_maps_them_by_name(gt_files, tmp_path):
+    gt, path, image_dir = gt_files
+    trained_on = CocoDetection(path, image_dir)
+    # perfect detections, labelled as a model trained on the original file labels them
+    perfect = {}
+    for image in gt["images"]:
+        mine = [a for a in gt["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)]).reshape(-1, 4)
+        labels = torch.tensor([trained_on.category_id_to_label[a["category_id"]] for a in mine], dtype=torch.int64)
+        perfect[image["id"]] = {"boxes": boxes, "labels": labels, "scores": torch.ones(len(mine))}
+    model = _ReplayDetector(perfect)
+    renumber = {c["id"]: 50 - c["id"] for c in gt["categories"]}  # reverses the sorted order
+    other = {**gt, "categories": [{**c, "id": renumber[c["id"]]} for c in gt["categories"]],
+             "annotations": [{**a, "category_id": renumber[a["category_id"]]} for a in gt["annotations"]]}
+    (tmp_path / "renumbered.json").write_text(json.dumps(other))
+    evaluated_on = CocoDetection(tmp_path / "renumbered.json", image_dir)
+    mapping = label_map_for(dataset_categories(trained_on), evaluated_on)
+    assert evaluate(model, evaluated_on, label_to_category_id=mapping)["AP50"] == pytest.approx(1.0)
+    assert evaluate(model, evaluated_on)["AP50"] < 0.5  # the file's own sorted order names other classes
+    renamed = {**gt, "categories": [{**c, "name": "thing"} if c["id"] == gt["categories"][0]["id"] else c
+                                    for c in gt["categories"]]}
+    (tmp_path / "renamed.json").write_text(json.dumps(renamed))
+    with pytest.raises(ValueError, match="trained on the categories .*\\(missing: \\['a'\\]; not trained: \\['thing'\\]"):
+        label_map_for(dataset_categories(trained_on), CocoDetection(tmp_path / "renamed.json", image_dir))
+    assert label_map_for(None, evaluated_on) == evaluated_on.label_to_category_id  # old checkpoints: the file's order
+
+
 def test_perfect_detections_score_one(gt_files):
     gt, path, _ = gt_files
     results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
@@ -202,6 +234,17 @@ def test_subset_of_images_is_evaluated_on_that_subset(gt_files):
     from sodlib.eval import summarize
 
     np.testing.assert_array_equal([summarize(cocoeval)[n] for n in METRIC_NAMES], expected)
+
+
+def test_per_category_ap_is_pycocotools_restricted_to_one_category(gt_files):
+    gt, path, _ = gt_files
+    results = _detections(gt)
+    rows = per_category_ap(run_cocoeval(load_coco(path), results))
+    assert [row["name"] for row in rows] == sorted(c["name"] for c in gt["categories"])
+    for row in rows:
+        stats = _by_hand(gt, results, category_ids=[row["id"]])
+        assert (row["AP"], row["AP50"], row["APs"]) == pytest.approx((stats[0], stats[1], stats[3]), abs=1e-12)
+        assert row["objects"] == sum(1 for a in gt["annotations"] if a["category_id"] == row["id"] and not a["iscrowd"])
 
 
 def test_coco_results_converts_xyxy_to_xywh_and_maps_labels():

@@ -5,6 +5,7 @@ file) holding::
 
     {"format": 1, "iteration": int, "model": state_dict, "optimizer": state_dict, "scaler": state_dict,
      "history": [per-step records], "config": TrainConfig as a dict, "model_config": dict | None,
+     "categories": [{"label", "id", "name"}] | None (what the model's labels mean),
      "rng": [per process: {"torch", "cuda", "numpy", "python"}], "world_size": int}
 
 The data order needs no state: the step number, the seed and the epoch determine which images come next

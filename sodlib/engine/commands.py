@@ -26,6 +26,14 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join("  " + "  ".join(f"{n:>7s} {metrics[n]:6.3f}" for n in names[i:i + 6]) for i in range(0, len(names), 6))
 
 
+def format_per_category(rows: list[dict]) -> str:
+    """The per-category figures of :func:`sodlib.eval.per_category_ap` as an aligned table."""
+    from sodlib.tables import format_table
+
+    return format_table([[row["name"], row["objects"], *(f"{row[k]:.3f}" for k in ("AP", "AP50", "APs"))] for row in rows],
+                        ["category", "objects", "AP", "AP50", "APs"])
+
+
 def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["python", "-m", "sodlib", *sys.argv[1:]])
 
@@ -36,10 +44,11 @@ def _train(args: argparse.Namespace) -> int:
     config = apply_overrides(load_run_config(args.config), args.set)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
     first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
-    if first_process and run_dir.exists() and any(run_dir.iterdir()) and not args.resume and not args.overwrite:
+    resume = args.resume or (args.resume_if_present and (run_dir / "checkpoints" / "last.pt").is_file())
+    if first_process and run_dir.exists() and any(run_dir.iterdir()) and not resume and not args.overwrite:
         raise ValueError(f"run folder {run_dir} already holds a run; fix: --resume to continue it, --overwrite to "
                          "start again in it, or --run-dir for a new one")
-    summary = run_training(config, run_dir, resume=args.resume, command=_command_line())
+    summary = run_training(config, run_dir, resume=resume, command=_command_line())
     if summary:
         print(f"trained {summary['iterations']} steps in {summary['train_seconds']:.1f} s; run folder {run_dir}")
         if summary["metrics"]:
@@ -66,8 +75,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from sodlib.data import CocoDetection, embedded_dataset
     from sodlib.engine.checkpoint import load_checkpoint
-    from sodlib.eval.evaluate import evaluate
     from sodlib.engine.runs import hardware_description
+    from sodlib.eval import per_category_ap, run_cocoeval
+    from sodlib.eval.evaluate import evaluate, label_map_for
     from sodlib.models import rebuild_model
 
     bins = _size_bins(args.size_bin)
@@ -80,6 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                          "trained with a detector of sodlib's model registry")
     dataset = (CocoDetection(args.annotations, args.images) if args.annotations is not None
                else CocoDetection(*embedded_dataset(args.split)))
+    label_map = label_map_for(checkpoint.get("categories"), dataset)  # refuses other categories before any work
     model = rebuild_model(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     if args.threads:
@@ -87,13 +98,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else checkpoint_path.parent.parent / f"eval_{args.split if args.annotations is None else 'custom'}"
     started = time.perf_counter()
     metrics = evaluate(model, dataset, bins or None, batch_size=args.batch_size, results_path=out / "detections.json",
-                       progress=not args.quiet)
+                       progress=not args.quiet, label_to_category_id=label_map)
     seconds = time.perf_counter() - started
+    results = json.loads((out / "detections.json").read_text())
+    per_category = per_category_ap(run_cocoeval(dataset.coco, results, image_ids=dataset.image_ids))
     (out / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint_path), "iteration": checkpoint["iteration"],
                                                   "images": len(dataset), "seconds": round(seconds, 1),
-                                                  "hardware": hardware_description(), **metrics}, indent=2))
+                                                  "hardware": hardware_description(), **metrics,
+                                                  "per_category": per_category}, indent=2))
     print(f"{checkpoint_path} (step {checkpoint['iteration']}) on {len(dataset)} images in {seconds:.1f} s:")
     print(format_metrics(metrics))
+    print("per category (-1: no object of the category in that bin):")
+    print(format_per_category(per_category))
     print(f"written: {out / 'metrics.json'}, {out / 'detections.json'}")
     return 0
 
@@ -119,7 +135,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train and evaluate a detector from a config file (works under torchrun)")
     train.add_argument("--config", required=True, help="run configuration (.toml or .json), e.g. configs/fast.toml")
     train.add_argument("--run-dir", default=None, help="run folder (default runs/<config name>)")
-    train.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from <run-dir>/checkpoints/last.pt (refused when there is none)")
+    train.add_argument("--resume-if-present", action="store_true",
+                       help="continue from <run-dir>/checkpoints/last.pt if it exists, else start the run (for jobs "
+                       "that may be restarted)")
     train.add_argument("--overwrite", action="store_true", help="train again into an existing run folder")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a setting, e.g. --set train.iterations=100 (repeatable)")

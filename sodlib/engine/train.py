@@ -42,7 +42,7 @@ from sodlib.data.dataset import detection_collate
 from sodlib.engine import distributed
 from sodlib.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sodlib.engine.config import TrainConfig
-from sodlib.eval.evaluate import bare_model
+from sodlib.eval.evaluate import bare_model, dataset_categories
 
 __all__ = ["TrainResult", "train", "learning_rate_factor", "build_optimizer", "without_crowd"]
 
@@ -105,11 +105,16 @@ def _check_inputs(model: nn.Module, train_set: Dataset, world_size: int, config:
 
 
 def _checkpoint_path(run_dir: Path | None, config: TrainConfig) -> Path | None:
+    """The checkpoint to resume from: ``config.resume`` when it is a path, ``<run_dir>/checkpoints/last.pt`` when
+    it is True (which must exist: a resume that silently started over would waste the run), else None."""
     if isinstance(config.resume, (str, os.PathLike)) and not isinstance(config.resume, bool):
         return Path(config.resume)
     if config.resume and run_dir is not None:
         candidate = run_dir / "checkpoints" / "last.pt"
-        return candidate if candidate.is_file() else None
+        if not candidate.is_file():
+            raise FileNotFoundError(f"resume: {candidate} does not exist, so there is nothing to continue; fix: train "
+                                    "without --resume (resume=False) to start the run, or use --resume-if-present")
+        return candidate
     return None
 
 
@@ -214,10 +219,12 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
                                  seed=config.seed, drop_last=True)
     seen: list[int] = [i for row in history for i in row.get("image_ids", {}).get(str(context.rank), [])]
     model_config = getattr(bare_model(model), "build_options", None)
+    categories = dataset_categories(train_set)
 
     def checkpoint_payload(iteration: int) -> dict[str, Any]:
         return {"iteration": iteration, "model": bare_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "history": history, "config": config.to_dict(), "model_config": model_config,
+                "categories": categories,
                 "rng": distributed.all_gather_objects(context, rng_state()), "world_size": context.world_size}
 
     def write_checkpoint(iteration: int, also_numbered: bool) -> Path | None:

@@ -37,7 +37,8 @@ from pycocotools.cocoeval import COCOeval
 
 from sodlib.data.sizes import SIZE_BINS
 
-__all__ = ["METRIC_NAMES", "coco_results", "run_cocoeval", "summarize", "evaluate_results", "precision_recall_by_bin"]
+__all__ = ["METRIC_NAMES", "coco_results", "run_cocoeval", "summarize", "evaluate_results", "precision_recall_by_bin",
+           "per_category_ap"]
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _COCO_AREA_LABELS = {"all": "all", "small": "s", "medium": "m", "large": "l"}
@@ -198,3 +199,29 @@ def precision_recall_by_bin(cocoeval: COCOeval, *, iou: float = 0.5, bins: Seque
         precision = values[:, valid].mean(axis=1) if valid.any() else np.full(len(params.recThrs), np.nan)
         curves[name] = (np.asarray(params.recThrs), precision, float(np.mean(precision)) if valid.any() else -1.0)
     return curves
+
+
+def per_category_ap(cocoeval: COCOeval) -> list[dict[str, object]]:
+    """Per category of an accumulated ``COCOeval``: ``{"id", "name", "objects", "AP", "AP50", "APs"}``, sorted by
+    name.
+
+    Each figure is the :func:`summarize` figure restricted to one category: the mean of its 101-point interpolated
+    precision over the IoU thresholds (``AP``), at IoU 0.5 (``AP50``), over the small bin (``APs``), at 100
+    detections per image; ``-1`` where the category has no object in that bin (as COCOeval reports it).
+    ``objects`` counts its non-crowd ground-truth objects in the evaluated images.
+    """
+    params = cocoeval.params
+    top = list(params.maxDets).index(params.maxDets[-1])
+    precision = cocoeval.eval["precision"]  # [T, R, K, A, M]
+    area = {label: params.areaRngLbl.index(label) for label in ("all", "small")}
+    at_50 = np.where(np.isclose(params.iouThrs, 0.5))[0]
+    images = set(params.imgIds)
+    rows = []
+    for k, category_id in enumerate(params.catIds):
+        objects = sum(1 for a in cocoeval.cocoGt.loadAnns(cocoeval.cocoGt.getAnnIds(catIds=[category_id]))
+                      if not a.get("iscrowd", 0) and a["image_id"] in images)
+        rows.append({"id": int(category_id), "name": cocoeval.cocoGt.cats[category_id]["name"], "objects": objects,
+                     "AP": _mean_valid(precision[:, :, k, area["all"], top]),
+                     "AP50": _mean_valid(precision[at_50, :, k, area["all"], top]),
+                     "APs": _mean_valid(precision[:, :, k, area["small"], top])})
+    return sorted(rows, key=lambda row: str(row["name"]))

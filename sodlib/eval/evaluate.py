@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from sodlib.data.dataset import CocoDetection, detection_collate
 from sodlib.data.files import write_json_atomically
 from sodlib.eval.coco_eval import coco_results, evaluate_results
 
-__all__ = ["predict", "predict_one", "evaluate", "bare_model"]
+__all__ = ["predict", "predict_one", "evaluate", "bare_model", "dataset_categories", "label_map_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,49 @@ def predict_one(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor
     return {k: v.detach().cpu() for k, v in output.items()}
 
 
+def dataset_categories(dataset) -> list[dict] | None:
+    """``[{"label", "id", "name"}]`` of a dataset's categories in label order (``label`` 1..C: what a model trained
+    on it predicts), or None for a dataset without ``label_to_category_id`` / ``category_names``. Checkpoints
+    store it, so that evaluation maps a model's labels to the right categories of any file."""
+    while not hasattr(dataset, "label_to_category_id") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset  # a wrapper such as OversampledDataset
+    mapping, names = getattr(dataset, "label_to_category_id", None), getattr(dataset, "category_names", None)
+    if mapping is None or names is None:
+        return None
+    return [{"label": int(label), "id": int(category_id), "name": str(names[label])} for label, category_id in
+            sorted(mapping.items())]
+
+
+def label_map_for(trained: Sequence[Mapping] | None, dataset: CocoDetection) -> dict[int, int]:
+    """Model label -> category id of ``dataset`` for a model trained on the categories ``trained``
+    (:func:`dataset_categories` of its training set), matched by name.
+
+    The same names under other ids, or in another order, map correctly; a name missing on either side is refused
+    (AP against the wrong categories would be silently wrong). ``trained=None`` (a checkpoint that does not
+    record its categories) keeps the dataset's own order, with a warning.
+    """
+    if trained is None:
+        logger.warning("the checkpoint does not record its categories: labels are mapped by the evaluation file's "
+                       "sorted category ids, which is right only if it is the training file's category list")
+        return dict(dataset.label_to_category_id)
+    by_name = {}
+    for category in dataset.coco.dataset["categories"]:
+        by_name.setdefault(category["name"], []).append(int(category["id"]))
+    trained_names = [str(c["name"]) for c in trained]
+    missing = sorted(set(trained_names) - set(by_name))
+    extra = sorted(set(by_name) - set(trained_names))
+    repeated = sorted(name for name, ids in by_name.items() if len(ids) > 1)
+    if missing or extra or repeated:
+        raise ValueError(f"the model was trained on the categories {trained_names}, but the evaluation file has "
+                         f"{sorted(by_name)} (missing: {missing or 'none'}; not trained: {extra or 'none'}; named twice: "
+                         f"{repeated or 'none'}); fix: evaluate on a file with the categories the model was trained on")
+    return {int(c["label"]): by_name[str(c["name"])][0] for c in trained}
+
+
 def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, tuple[float, float]] | None = None, *,
              batch_size: int = 4, device: str | torch.device | None = None, num_workers: int = 0,
-             results_path: str | os.PathLike | None = None, progress: bool = False) -> dict[str, float]:
+             results_path: str | os.PathLike | None = None, progress: bool = False,
+             label_to_category_id: Mapping[int, int] | None = None) -> dict[str, float]:
     """COCO box AP / AR of ``model`` on ``dataset``.
 
     Args:
@@ -82,6 +122,8 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
         dataset: a :class:`sodlib.data.CocoDetection`; its images are evaluated against its ``coco`` ground truth.
         size_bins: extra area bins, e.g. ``{"tiny": (0, 16**2)}`` -> ``AP_tiny``, ``AR_tiny``.
         results_path: also write the COCO results json (``[{image_id, category_id, bbox, score}]``) here.
+        label_to_category_id: model label -> category id of ``dataset`` (default: the dataset's own, right for a
+            model trained on a file with the same category list; :func:`label_map_for` gives it for others).
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}`` plus the
@@ -89,7 +131,7 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
     """
     _check_dataset(dataset)
     predictions = predict(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
-    results = coco_results(predictions, dataset.label_to_category_id)
+    results = coco_results(predictions, label_to_category_id or dataset.label_to_category_id)
     if results_path is not None:
         write_json_atomically(results, results_path)
     metrics = evaluate_results(dataset.coco, results, size_bins=size_bins, image_ids=dataset.image_ids)

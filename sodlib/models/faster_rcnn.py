@@ -95,6 +95,10 @@ def faster_rcnn(
     if int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r} counts the background too, so it is at least 2; "
                          "fix: pass dataset.num_classes (categories + 1)")
+    for name, value in (("min_size", min_size), ("max_size", max_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ValueError(f"{name}={value!r} must be a whole number of pixels (the resized image's short side / "
+                             "long side), e.g. 800 and 1333")
     if int(min_size) <= 0 or int(max_size) < int(min_size):
         raise ValueError(f"min_size={min_size}, max_size={max_size}: need 0 < min_size <= max_size")
     body = build_backbone(backbone, fpn=fpn, pretrained=pretrained_backbone, fpn_channels=fpn_channels,
