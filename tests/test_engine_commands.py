@@ -138,8 +138,8 @@ def test_evaluate_maps_labels_by_the_checkpoints_categories_and_prints_a_table_p
     (tmp_path / "renamed.json").write_text(json.dumps(renamed))
     checkpoint = str(run_dir / "checkpoints" / "last.pt")
     figures = {}
-    for name, annotations in (("original", data["val_annotations"]), ("shuffled", str(tmp_path / "shuffled.json"))):
-        assert main(["evaluate", "--checkpoint", checkpoint, "--annotations", annotations, "--images", data["val_images"],
+    for name, annotation_file in (("original", data["val_annotations"]), ("shuffled", str(tmp_path / "shuffled.json"))):
+        assert main(["evaluate", "--checkpoint", checkpoint, "--annotations", annotation_file, "--images", data["val_images"],
                      "--out", str(tmp_path / name), "--quiet"]) == 0
         figures[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     out = capsys.readouterr().out
