@@ -55,11 +55,11 @@ def check_pooling_arguments(
     spatial_scale: float,
     position_sensitive: bool,
     op_name: str,
-    check_batch_indices: bool = True,
+    check_values: bool = True,
 ) -> tuple[Tensor, int, int]:
     """Validate the arguments of ``op_name`` and return ``(rois as Tensor[K, 5], kh, kw)``; with
-    ``check_batch_indices=False`` the values of ``rois[:, 0]`` are left to the caller
-    (:func:`check_rois_batch_indices`).
+    ``check_values=False`` the values of ``rois`` (batch indices, finite coordinates) are left to the caller
+    (:func:`check_roi_values`).
 
     Raises ``TypeError`` / ``ValueError`` naming the argument and the fix.
     """
@@ -99,17 +99,23 @@ def check_pooling_arguments(
     if rois.dtype not in allowed:
         raise TypeError(f"{op_name}: rois are {rois.dtype} but input is {input.dtype}; convert with "
                         f"rois.to(input.dtype)" + (" or keep rois float32" if len(allowed) > 1 else ""))
-    if check_batch_indices:
-        check_rois_batch_indices(input, rois, op_name)
+    if check_values:
+        check_roi_values(input, rois, op_name)
     return rois, kh, kw
 
 
-def check_rois_batch_indices(input: Tensor, rois: Tensor, op_name: str) -> None:
-    """Raise ``ValueError`` unless every ``rois[:, 0]`` is an integer in ``[0, N)``, for CPU RoIs outside
-    ``torch.compile`` (the compiled CPU kernel does the same check itself, in one pass)."""
+def check_roi_values(input: Tensor, rois: Tensor, op_name: str) -> None:
+    """Raise ``ValueError`` unless every ``rois[:, 0]`` is an integer in ``[0, N)`` and every ``rois[:, 1:]`` is
+    finite, for CPU RoIs outside ``torch.compile`` (the compiled CPU kernel does the same checks itself, in one
+    pass). A NaN or infinite box (a diverging box regression) would pool zeros with a zero gradient."""
     if rois.device.type == "cpu" and rois.numel() and not torch.compiler.is_compiling():
         batch_index = rois[:, 0].detach()
         # an index is valid if it equals itself rounded down and clamped into [0, N - 1] (NaN never does)
         if not bool((batch_index == batch_index.trunc().clamp_(0, input.shape[0] - 1)).all()):
             raise ValueError(f"{op_name}: rois[:, 0] must hold integer batch indices in [0, {input.shape[0]}), "
                              f"got {batch_index.unique().tolist()[:8]}")
+        finite = torch.isfinite(rois[:, 1:].detach()).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"{op_name}: rois[:, 1:] must be finite box coordinates, got {rois[row, 1:].tolist()} in "
+                             f"row {row} (a diverging box regression?)")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sodlib.ops.arguments import RoIs, check_pooling_arguments, check_rois_batch_indices
+from sodlib.ops.arguments import RoIs, check_pooling_arguments, check_roi_values
 from sodlib.ops.extension import use_compiled_kernel
 from sodlib.ops.prroi_reference import pool_reference
 
@@ -24,11 +24,11 @@ from sodlib.ops.prroi_reference import pool_reference
 def _pool(input: Tensor, rois: RoIs, output_size: int | Sequence[int], spatial_scale: float,
           position_sensitive: bool, op_name: str) -> Tensor:
     rois, kh, kw = check_pooling_arguments(input, rois, output_size, spatial_scale, position_sensitive, op_name,
-                                           check_batch_indices=False)
+                                           check_values=False)
     if use_compiled_kernel(input.device):
-        # the CPU kernel checks the batch indices before it pools (CUDA RoIs are not read back to check them)
+        # the CPU kernel checks the batch indices and coordinates before it pools (CUDA RoIs are not read back)
         return torch.ops.sodlib.prroi_pool_forward(input, rois, float(spatial_scale), kh, kw, position_sensitive)
-    check_rois_batch_indices(input, rois, op_name)
+    check_roi_values(input, rois, op_name)
     return pool_reference(input, rois, kh, kw, float(spatial_scale), position_sensitive)
 
 

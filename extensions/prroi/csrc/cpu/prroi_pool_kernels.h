@@ -22,7 +22,7 @@
 //     cpu/plain_kernels.h  plain PrRoI: forward, feature gradient, box gradient
 // The parts include no headers themselves (the system and ATen headers must stay outside the namespaces),
 // each stops with an error unless included here (SODLIB_CPU_KERNEL_PARTS), and each is compiled once in each
-// of the two files that include this one. After them come check_batch_indices and the entry points declared
+// of the two files that include this one. After them come check_rois and the entry points declared
 // in prroi_pool_cpu.h, which check their arguments and pick the kernels.
 
 #include <ATen/ATen.h>
@@ -59,16 +59,21 @@ namespace {
 #include "cpu/plain_kernels.h"
 #undef SODLIB_CPU_KERNEL_PARTS
 
-// Every RoI's batch index (column 0) is an integer in [0, batch): checked in one pass before any work. Done
-// here rather than in Python, where the same test takes several small tensor ops, which cost more than
-// pooling a few RoIs.
+// Every RoI's batch index (column 0) is an integer in [0, batch), and its four coordinates are finite (a NaN
+// or infinite box, from a diverging box regression, would otherwise pool zeros with a zero gradient and hide
+// the divergence): checked in one pass before any work. Done here rather than in Python, where the same test
+// takes several small tensor ops, which cost more than pooling a few RoIs.
 template <typename acc_t>
-void check_batch_indices(const acc_t* rois, int64_t count, int64_t batch, bool position_sensitive) {
+void check_rois(const acc_t* rois, int64_t count, int64_t batch, bool position_sensitive) {
+  const char* op = position_sensitive ? "ps_prroi_pool" : "prroi_pool";
   for (int64_t k = 0; k < count; ++k) {
-    const acc_t n = rois[5 * k];
-    TORCH_CHECK_VALUE(n >= 0 && n < static_cast<acc_t>(batch) && n == std::trunc(n),
-                      position_sensitive ? "ps_prroi_pool" : "prroi_pool",
+    const acc_t* roi = rois + 5 * k;
+    const acc_t n = roi[0];
+    TORCH_CHECK_VALUE(n >= 0 && n < static_cast<acc_t>(batch) && n == std::trunc(n), op,
                       ": rois[:, 0] must hold integer batch indices in [0, ", batch, "), got ", n, " in row ", k);
+    TORCH_CHECK_VALUE(std::isfinite(roi[1]) && std::isfinite(roi[2]) && std::isfinite(roi[3]) && std::isfinite(roi[4]),
+                      op, ": rois[:, 1:] must be finite box coordinates, got (", roi[1], ", ", roi[2], ", ", roi[3],
+                      ", ", roi[4], ") in row ", k, " (a diverging box regression?)");
   }
 }
 
@@ -84,7 +89,7 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& rois, double spati
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "prroi_pool_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto scale = static_cast<acc_t>(spatial_scale);
-    check_batch_indices(rois_c.data_ptr<acc_t>(), s.rois, s.batch, position_sensitive);
+    check_rois(rois_c.data_ptr<acc_t>(), s.rois, s.batch, position_sensitive);
     if (output.numel() == 0) return;
     if (position_sensitive) {
       ps_forward_kernel(input_c.data_ptr<scalar_t>(), rois_c.data_ptr<acc_t>(), scale, s, output.data_ptr<scalar_t>());
