@@ -163,3 +163,20 @@ def test_a_command_whose_reader_has_gone_stops_quietly():
     process.stdout.close()
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1 and b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+
+
+def test_train_on_your_own_coco_files_from_flags(config_file, tmp_path, capsys):
+    root = tmp_path / "mine"
+    annotations = generate_synthetic_coco(root, 4, seed=9, image_size=96, workers=1, progress=False)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--run-dir", str(run_dir), "--train-annotations", str(annotations),
+                 "--train-images", str(root / "train"), "--val-annotations", "none"]) == 0
+    data = json.loads((run_dir / "run_config.json").read_text())["data"]
+    assert data["train_annotations"] == str(annotations) and data["train_images"] == str(root / "train")
+    assert data["val"] == "none" and "val_annotations" not in data and not (run_dir / "metrics.json").exists()
+    history = json.loads((run_dir / "history.json").read_text())["history"]
+    ours = {image["id"] for image in json.loads(Path(annotations).read_text())["images"]}
+    assert {i for row in history for i in row["image_ids"]["0"]} <= ours
+    assert main(["train", "--config", str(config_file), "--run-dir", str(tmp_path / "r2"), "--train-annotations",
+                 str(annotations)]) == 2
+    assert "--train-annotations and --train-images go together" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 reference, the R16 oracle, and coco-mini facts (skipped when coco-mini is absent)."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -266,6 +268,14 @@ def test_stats_command_formats(tmp_path, capsys):
     assert main(["stats", path, "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("bin,objects,object_share") and "mean_best_iou" in lines[0] and len(lines) == 4
+    header = lines[0].split(",")
+    assert len(header) == len(set(header)) and "matched_objects" in header  # each column once
+    assert main(["stats", path, "--format", "csv", "--categories", "2", "--no-matching"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    blank = rows.index([])
+    assert rows[blank + 1][:3] == ["category_id", "name", "objects"] and len(rows) - blank - 2 == 2
+    assert main(["stats", path, "--format", "json", "--categories", "1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["categories"]) == 1
     assert main(["stats", path, "--anchors", "16:x"]) == 2
     assert "--anchors" in capsys.readouterr().err
 
@@ -279,7 +289,13 @@ def test_anchors_command(tmp_path, capsys):
     derived = json.loads(capsys.readouterr().out)
     assert derived["sizes"] == sorted(derived["sizes"]) and derived["min_matchable_size"] == pytest.approx(19.314, abs=1e-3)
     assert main(["anchors", "--annotations", write_json(tmp_path, coco), "--stride", "8"]) == 0
-    assert "smallest matchable side 19.31 px" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "smallest matchable side 19.31 px" in out
+    config_line = out.strip().splitlines()[-1].split(": ", 1)[1]
+    assert config_line == "anchor_sizes = [[" + ", ".join(f"{v:.1f}" for v in derived["sizes"]) + "]]"
+    import tomllib
+
+    assert tomllib.loads(config_line)["anchor_sizes"] == [[round(v, 1) for v in derived["sizes"]]]  # pastes into a config
 
 
 def test_simulate_random_squares_reproduces_r16():

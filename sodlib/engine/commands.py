@@ -1,7 +1,9 @@
 """``python -m sodlib train | evaluate | experiment``: detector training and evaluation from the shell.
 
-- ``train --config configs/fast.toml [--run-dir runs/fast] [--resume] [--set train.lr=0.01 ...]``: train and
-  evaluate one run configuration into a run folder (see :mod:`sodlib.engine.runs`); works under ``torchrun``.
+- ``train --config configs/fast.toml [--run-dir runs/fast] [--resume | --resume-if-present] [--set train.lr=0.01 ...]
+  [--train-annotations A --train-images DIR] [--val-annotations A --val-images DIR]``: train and evaluate one run
+  configuration into a run folder (see :mod:`sodlib.engine.runs`), on the config's data or your own COCO files;
+  works under ``torchrun``.
 - ``evaluate --checkpoint runs/fast/checkpoints/last.pt [--split val | --annotations A --images DIR]
   [--size-bin tiny=0,256] [--out DIR]``: COCO AP / AR of a checkpoint, with its results json.
 - ``experiment NAME [--quick]``: a named experiment (:mod:`sodlib.engine.experiments`) whose results json goes
@@ -39,9 +41,10 @@ def _command_line() -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sodlib.engine.runs import apply_overrides, load_run_config, run_training
+    from sodlib.engine.runs import apply_overrides, check_run_config, load_run_config, run_training
 
     config = apply_overrides(load_run_config(args.config), args.set)
+    config = check_run_config(with_data_flags(config, args), "--train-annotations / --val-annotations")
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
     first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
     resume = args.resume or (args.resume_if_present and (run_dir / "checkpoints" / "last.pt").is_file())
@@ -54,6 +57,25 @@ def _train(args: argparse.Namespace) -> int:
         if summary["metrics"]:
             print("validation:\n" + format_metrics(summary["metrics"]))
     return 0
+
+
+def with_data_flags(config: dict, args: argparse.Namespace) -> dict:
+    """``config`` with the ``[data]`` files given on the command line (``--train-annotations A --train-images DIR``,
+    the same for val; ``--val-annotations none`` skips validation): each pair replaces that split's source."""
+    data = dict(config.get("data", {}))
+    for split in ("train", "val"):
+        annotations, images = getattr(args, f"{split}_annotations"), getattr(args, f"{split}_images")
+        if split == "val" and annotations == "none" and images is None:
+            data = {k: v for k, v in data.items() if not k.startswith("val_")}
+            data["val"] = "none"
+            continue
+        if (annotations is None) != (images is None):
+            raise ValueError(f"--{split}-annotations and --{split}-images go together; fix: give both (a COCO "
+                             "instances json and its image folder)")
+        if annotations is not None:
+            data = {k: v for k, v in data.items() if k != split}
+            data[f"{split}_annotations"], data[f"{split}_images"] = str(annotations), str(images)
+    return {**config, "data": data}
 
 
 def _size_bins(values: list[str]) -> dict[str, tuple[float, float]]:
@@ -143,6 +165,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true", help="train again into an existing run folder")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a setting, e.g. --set train.iterations=100 (repeatable)")
+    for split in ("train", "val"):
+        train.add_argument(f"--{split}-annotations", default=None, metavar="JSON",
+                           help=f"your own {split} split: a COCO instances json (with --{split}-images), in place of the "
+                           "config's [data]" + ("; 'none' to skip validation" if split == "val" else ""))
+        train.add_argument(f"--{split}-images", default=None, metavar="DIR", help=f"the image folder of --{split}-annotations")
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser("evaluate", help="COCO AP / AR of a checkpoint, per size bin")

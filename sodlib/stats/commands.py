@@ -69,6 +69,24 @@ def _table_rows(sizes, matching) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _csv_text(sizes, matching, categories: int) -> str:
+    """The bin table as csv (the matching statistics' own object count as ``matched_objects``: objects with a
+    box of non-zero size); with ``categories``, an empty row and the table of the first ``categories`` categories."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    matching_rows = [{("matched_objects" if k == "objects" else k): v for k, v in row.items() if k != "bin"}
+                     for row in matching.rows()] if matching is not None else [{} for _ in sizes.bins]
+    rows = [{**row, **extra} for row, extra in zip(sizes.rows(), matching_rows)]
+    writer.writerow(list(rows[0]))
+    writer.writerows([list(row.values()) for row in rows])
+    if categories:
+        category_rows = sizes.category_rows()[:categories]
+        writer.writerow([])
+        writer.writerow(list(category_rows[0]) if category_rows else ["category_id", "name", "objects"])
+        writer.writerows([list(row.values()) for row in category_rows])
+    return out.getvalue()
+
+
 def _note_large_file(path: str) -> None:
     """Reading a COCO-train-sized json takes 10-20 s without a way to show progress: say so first."""
     try:
@@ -98,18 +116,13 @@ def _stats(args: argparse.Namespace) -> int:
         document: dict[str, Any] = {"annotations": str(args.annotations), "size_statistics": sizes.to_dict()}
         if matching is not None:
             document["anchor_matching"] = matching.to_dict()
+        if args.categories:
+            document["categories"] = sizes.category_rows()[: args.categories]
         print(json.dumps(document, indent=2, default=float))
         return 0
     header, rows = _table_rows(sizes, matching)
     if args.format == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        keys = list(sizes.rows()[0]) + ([k for k in matching.rows()[0] if k != "bin"] if matching else [])
-        writer.writerow(keys)
-        for i, row in enumerate(sizes.rows()):
-            extra = {k: v for k, v in matching.rows()[i].items() if k != "bin"} if matching else {}
-            writer.writerow([{**row, **extra}[k] for k in keys])
-        sys.stdout.write(out.getvalue())
+        sys.stdout.write(_csv_text(sizes, matching, args.categories))
         return 0
     resized = f"resized to {resize[0]}/{resize[1]} as torchvision" if resize else "original image sizes"
     crowd = "crowd included" if sizes.include_crowd else f"crowd excluded ({sizes.crowd_excluded})"
@@ -150,8 +163,10 @@ def _anchors(args: argparse.Namespace) -> int:
     print(f"stride {args.stride:g}, IoU {args.iou:g}, worst placement (centres stride/2 apart on each axis): "
           f"smallest matchable side {derived.min_matchable_size:.2f} px; "
           f"{100 * derived.unmatchable_share:.1f}% of objects are smaller")
-    print(f"anchor sizes covering sides {lo:.1f}..{hi:.1f} px (quantiles {args.quantiles[0]:g}..{args.quantiles[1]:g}):")
-    print("{" + ", ".join(f"{s:g}" for s in derived.sizes) + "}")
+    sizes = ", ".join(f"{s:.1f}" for s in derived.sizes)
+    print(f"anchor sizes covering sides {lo:.1f}..{hi:.1f} px (quantiles {args.quantiles[0]:g}..{args.quantiles[1]:g}): "
+          f"{sizes} px")
+    print(f"as a run config line, for one stride-{args.stride:g} map ([model] fpn = false): anchor_sizes = [[{sizes}]]")
     return 0
 
 
@@ -175,7 +190,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--no-low-quality", action="store_true", help="do not promote each object's best anchor")
     stats.add_argument("--include-crowd", action="store_true", help="count crowd annotations too")
     stats.add_argument("--no-matching", action="store_true", help="size statistics only")
-    stats.add_argument("--categories", type=int, default=0, metavar="N", help="also list the N categories with the largest small share")
+    stats.add_argument("--categories", type=int, default=0, metavar="N", help="also list the N categories with the largest small share (json: a 'categories' list; csv: a "
+                       "second table after an empty row)")
     stats.add_argument("--format", choices=("table", "json", "csv"), default="table")
     stats.set_defaults(func=_stats)
 
