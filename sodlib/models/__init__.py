@@ -1,5 +1,5 @@
 """Detectors built on torchvision's detection parts, by name from a registry: backbones, sodlib's anchor
-generator, Faster R-CNN.
+generator, Faster R-CNN, R-FCN (with PS-RoI, PS-RoIAlign or PS-PrRoI pooling).
 
 ``build_model(name, num_classes=..., **options)`` builds a registered detector, ``list_models()`` names them,
 ``register_model(name)`` adds one (see :mod:`sodlib.models.registry` for the contract a detector keeps).
@@ -9,6 +9,7 @@ from sodlib.models.registry import (DEFAULT_MODEL, build_model, check_model_opti
 from sodlib.models.anchor_generator import SodlibAnchorGenerator, anchor_generator_from_set
 from sodlib.models.backbones import BACKBONES, NarrowResNet, PretrainedWeightsUnavailable, build_backbone
 from sodlib.models.faster_rcnn import DEFAULT_ANCHOR_SIZES, faster_rcnn
+from sodlib.models.rfcn import rfcn
 
 __all__ = [
     "BACKBONES",
@@ -27,4 +28,5 @@ __all__ = [
     "model_builder",
     "rebuild_model",
     "register_model",
+    "rfcn",
 ]

@@ -13,10 +13,12 @@ from sodlib.ops.prroi import PrRoIPool, PSPrRoIPool, prroi_pool, ps_prroi_pool
 from sodlib.ops.prroi_reference import prroi_pool_reference, ps_prroi_pool_reference
 from sodlib.ops.torchvision_pooling import (
     PSRoIAlign,
+    PSRoIPool,
     RoIAlign,
     RoIPool,
     ps_roi_align,
     ps_roi_align_pixel_convention,
+    ps_roi_pool,
     roi_align,
     roi_pool,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "EXTENSION_LOADED",
     "PSPrRoIPool",
     "PSRoIAlign",
+    "PSRoIPool",
     "PrRoIPool",
     "RoIAlign",
     "RoIPool",
@@ -35,6 +38,7 @@ __all__ = [
     "ps_prroi_pool_reference",
     "ps_roi_align",
     "ps_roi_align_pixel_convention",
+    "ps_roi_pool",
     "roi_align",
     "roi_pool",
 ]

@@ -7,6 +7,8 @@
   PrRoI's pixel convention (pixel ``j`` at ``x = j``), and as ``sampling_ratio`` grows its average
   converges to PrRoI's exact integral inside the map. Beyond the map border it clamps instead of
   fading to zero, so the two differ there.
+- ``ps_roi_pool`` / ``PSRoIPool`` (R-FCN): ``roi_pool``'s two quantisations, per position-sensitive bin
+  (an average of the bin's cells, not a max).
 - ``ps_roi_align`` / ``PSRoIAlign`` (R-FCN with alignment): the position-sensitive layout of
   :func:`sodlib.ops.ps_prroi_pool`, with a fixed half-pixel shift (pixel ``j`` at ``x = j + 0.5``).
 
@@ -18,16 +20,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import Tensor
-from torchvision.ops import PSRoIAlign, RoIAlign, RoIPool, ps_roi_align, roi_align, roi_pool
+from torchvision.ops import PSRoIAlign, PSRoIPool, RoIAlign, RoIPool, ps_roi_align, ps_roi_pool, roi_align, roi_pool
 
 from sodlib.ops.arguments import RoIs, check_pooling_arguments
 
 __all__ = [
     "PSRoIAlign",
+    "PSRoIPool",
     "RoIAlign",
     "RoIPool",
     "ps_roi_align",
     "ps_roi_align_pixel_convention",
+    "ps_roi_pool",
     "roi_align",
     "roi_pool",
 ]

@@ -1,0 +1,270 @@
+r"""R-FCN (Dai et al., 2016) and precise R-FCN (Zhang et al., 2021): a detector whose per-RoI head is a pooling.
+
+Faster R-CNN runs two fully connected layers for every RoI. R-FCN moves all the learned computation before the
+RoIs: a convolution turns the stride-16 features into :math:`k^2 (C + 1)` *position-sensitive* class maps and
+:math:`4 k^2` box maps, and a RoI is scored by pooling bin :math:`(i, j)` of its :math:`k \times k` grid from the
+maps of that bin only, then **voting**, the mean over the bins:
+
+.. math::
+    r_c(\text{RoI}) = \frac{1}{k^2} \sum_{i, j} \mathrm{pool}_{ij}\bigl(z_{(i, j), c}, \text{RoI}\bigr), \qquad
+    p_c = \mathrm{softmax}_c(r),
+
+so a class scores high only when every part of the box sees the matching part of an object. The pooling is
+the only difference between the variants (``pooling``): ``"ps_roi_pool"`` (the original: the bins rounded to the
+feature grid, an average of the cells per bin), ``"ps_roi_align"`` (bilinear samples), ``"ps_prroi"`` (precise
+R-FCN: the exact integral of the interpolated map, :func:`sodlib.ops.ps_prroi_pool`). All three read the RoIs in one
+convention (feature cell ``j`` at ``x = 16 j`` in the image, as torchvision's ``roi_align(aligned=False)``):
+``ps_roi_align``'s half-cell shift is undone (:func:`sodlib.ops.ps_roi_align_pixel_convention`).
+
+Data flow (torchvision's ``GeneralizedRCNN``): ``GeneralizedRCNNTransform`` -> backbone: ``conv4`` (stride 16)
+and ``conv5`` with its stride removed and its 3x3 convolutions dilated by 2 (so it stays at stride 16, as R-FCN)
+-> RPN on ``conv4`` (``SodlibAnchorGenerator``, one level) -> a 1x1 reduction of ``conv5`` -> the
+position-sensitive maps -> pooling and voting -> torchvision's box decoding and per-class NMS.
+
+Training follows the papers: RoIs are positive at IoU >= 0.5 with a ground-truth box, negative below; **OHEM**:
+the classification + box loss is computed for every proposal and only the ``ohem_batch_size`` RoIs with the
+highest loss of each image are back-propagated; box regression is class-agnostic (one ``4 k^2`` map set). Test:
+300 proposals, NMS 0.3.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FrozenBatchNorm2d
+
+from sodlib.models.anchor_generator import SodlibAnchorGenerator
+from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS, NarrowResNet, _torchvision_body
+from sodlib.models.registry import register_model
+from sodlib.ops.prroi import ps_prroi_pool
+from sodlib.ops.torchvision_pooling import ps_roi_align_pixel_convention, ps_roi_pool
+
+__all__ = ["POOLINGS", "RFCN_ANCHOR_SIZES", "position_sensitive_vote", "ohem_select", "PositionSensitiveHead",
+           "RFCNRoIHeads", "rfcn"]
+
+#: The pooling ops of the position-sensitive head.
+POOLINGS: tuple[str, ...] = ("ps_roi_pool", "ps_roi_align", "ps_prroi")
+
+#: Default anchor sizes of the single stride-16 level: one octave apart from 16 px, so that every object side
+#: from 16 to 256 px has an anchor within a factor sqrt(2) of it (the original R-FCN used 128, 256, 512 on
+#: PASCAL VOC, far too large for small objects; see notebook 02).
+RFCN_ANCHOR_SIZES: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, 256.0)
+
+STRIDE = 16
+
+
+def position_sensitive_vote(pooled: Tensor) -> Tensor:
+    """R-FCN's vote: ``Tensor[R, C, k, k]`` pooled bins -> ``Tensor[R, C]``, the mean over the ``k x k`` bins."""
+    if pooled.dim() != 4:
+        raise ValueError(f"pooled must be Tensor[R, C, k, k], got shape {tuple(pooled.shape)}")
+    return pooled.mean(dim=(2, 3))
+
+
+def ohem_select(losses: Tensor, images: Tensor, batch_size: int) -> Tensor:
+    """Online hard example mining: the indices of the ``batch_size`` largest ``losses`` of each image
+    (``images[r]`` is RoI ``r``'s image), sorted; an image with fewer RoIs keeps all of them.
+
+    ``losses``, ``images``: ``Tensor[R]``. Returns ``Tensor[M]`` int64 indices into them.
+    """
+    keep = []
+    for image in torch.unique(images):
+        members = torch.nonzero(images == image).flatten()
+        order = torch.argsort(losses[members].detach(), descending=True, stable=True)
+        keep.append(members[order[:batch_size]])
+    return torch.sort(torch.cat(keep)).values if keep else torch.zeros(0, dtype=torch.int64, device=losses.device)
+
+
+class _DilatedConv5Backbone(nn.Module):
+    """``conv4`` (stride 16) as ``"0"`` and ``conv5`` at stride 16 (stride removed, 3x3 convolutions dilated
+    by 2) as ``"conv5"``: ``Tensor[B, 3, H, W]`` -> ``{"0": Tensor[B, C4, H/16, W/16], "conv5": Tensor[B, C5,
+    H/16, W/16]}``."""
+
+    def __init__(self, conv4: nn.Module, conv5: nn.Module, conv4_channels: int, conv5_channels: int):
+        super().__init__()
+        self.conv4, self.conv5 = conv4, conv5
+        self.out_channels = conv4_channels
+        self.conv5_channels = conv5_channels
+        for module in conv5.modules():
+            if isinstance(module, nn.Conv2d):
+                if module.stride != (1, 1):
+                    module.stride = (1, 1)
+                if module.kernel_size == (3, 3):
+                    module.dilation, module.padding = (2, 2), (2, 2)
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        c4 = self.conv4(x)
+        return OrderedDict([("0", c4), ("conv5", self.conv5(c4))])
+
+
+def _backbone(name: str, pretrained: bool) -> _DilatedConv5Backbone:
+    if name in NARROW_RESNETS:
+        if pretrained:
+            raise ValueError(f"backbone={name!r} has no ImageNet weights; fix: pretrained_backbone=False")
+        widths, blocks = NARROW_RESNETS[name]
+        body = NarrowResNet(widths, blocks)
+        conv4 = nn.Sequential(body.stem, body.layer1, body.layer2, body.layer3)
+        return _DilatedConv5Backbone(conv4, body.layer4, widths[2], widths[3])
+    if name in TORCHVISION_RESNETS:
+        body = _torchvision_body(name, pretrained, FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+        conv4 = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2, body.layer3)
+        return _DilatedConv5Backbone(conv4, body.layer4, body.inplanes // 2, body.inplanes)
+    raise ValueError(f"backbone={name!r} is not available for R-FCN; choose one of "
+                     f"{', '.join((*NARROW_RESNETS, *TORCHVISION_RESNETS))}")
+
+
+class _ConvFourRPN(RegionProposalNetwork):
+    """torchvision's RPN on the ``conv4`` map only (the backbone also returns ``conv5``, for the head)."""
+
+    def forward(self, images, features, targets=None):
+        return super().forward(images, {"0": features["0"]}, targets)
+
+
+class PositionSensitiveHead(nn.Module):
+    r"""The per-RoI part of R-FCN: position-sensitive maps from ``conv5``, pooled and voted.
+
+    ``forward(features, proposals, image_shapes)`` with ``features["conv5"]``: ``Tensor[B, C5, H/16, W/16]`` and
+    ``proposals``: per image ``Tensor[R_i, 4]`` (input-image pixels) returns ``(class_logits Tensor[R, C + 1],
+    box_deltas Tensor[R, 4])``, ``R = sum R_i``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, k: int = 7, pooling: str = "ps_prroi",
+                 reduced_channels: int = 256, sampling_ratio: int = 2):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k={k!r} must be a positive integer (the bins per side of a RoI; 7 in R-FCN)")
+        if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int) or sampling_ratio < 0:
+            raise ValueError(f"sampling_ratio={sampling_ratio!r} must be an integer >= 0 (0: adaptive, as torchvision)")
+        self.k, self.pooling, self.num_classes, self.sampling_ratio = k, pooling, num_classes, sampling_ratio
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, reduced_channels, 1), nn.ReLU(inplace=True))
+        self.class_maps = nn.Conv2d(reduced_channels, k * k * num_classes, 1)
+        self.box_maps = nn.Conv2d(reduced_channels, k * k * 4, 1)
+        for conv in (self.class_maps, self.box_maps):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def pool(self, maps: Tensor, rois: Tensor) -> Tensor:
+        """``maps``: ``Tensor[B, k^2 C', H, W]``; ``rois``: ``Tensor[R, 5]`` -> ``Tensor[R, C', k, k]``."""
+        scale = 1.0 / STRIDE
+        if self.pooling == "ps_prroi":
+            return ps_prroi_pool(maps, rois, self.k, scale)
+        if self.pooling == "ps_roi_align":
+            return ps_roi_align_pixel_convention(maps, rois, self.k, scale, self.sampling_ratio)
+        return ps_roi_pool(maps, rois, self.k, scale)
+
+    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes) -> tuple[Tensor, Tensor]:
+        reduced = self.reduce(features["conv5"])
+        rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], dim=1) for i, p in enumerate(proposals)])
+        class_logits = position_sensitive_vote(self.pool(self.class_maps(reduced), rois))
+        box_deltas = position_sensitive_vote(self.pool(self.box_maps(reduced), rois))
+        return class_logits, box_deltas
+
+
+class RFCNRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads`` with R-FCN's head: a :class:`PositionSensitiveHead` instead of RoI pooling plus
+    fully connected layers, class-agnostic box regression, and OHEM in training (module docstring)."""
+
+    def __init__(self, head: PositionSensitiveHead, *, ohem_batch_size: int = 128, fg_iou_thresh: float = 0.5,
+                 bg_iou_thresh: float = 0.5, bbox_reg_weights: Sequence[float] | None = None, score_thresh: float = 0.05,
+                 nms_thresh: float = 0.3, detections_per_img: int = 100):
+        # the sampler keeps every proposal (OHEM chooses among them by their loss)
+        super().__init__(None, None, None, fg_iou_thresh, bg_iou_thresh, 1 << 30, 1.0, bbox_reg_weights, score_thresh,
+                         nms_thresh, detections_per_img)
+        if isinstance(ohem_batch_size, bool) or not isinstance(ohem_batch_size, int) or ohem_batch_size < 1:
+            raise ValueError(f"ohem_batch_size={ohem_batch_size!r} must be a positive integer (128 in R-FCN)")
+        self.head = head
+        self.ohem_batch_size = ohem_batch_size
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        if self.training:
+            proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
+        class_logits, box_deltas = self.head(features, proposals, image_shapes)
+        if self.training:
+            return [], self.ohem_losses(class_logits, box_deltas, proposals, labels, regression_targets)
+        per_class = box_deltas.repeat(1, class_logits.shape[1])  # one box for every class
+        boxes, scores, labels = self.postprocess_detections(class_logits, per_class, proposals, image_shapes)
+        return [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)], {}
+
+    def ohem_losses(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor], labels: list[Tensor],
+                    regression_targets: list[Tensor]) -> dict[str, Tensor]:
+        """Cross-entropy + smooth-L1 (beta 1/9, positives only) per RoI; the mean over the OHEM selection of each
+        image, divided as torchvision divides (by the number of RoIs kept)."""
+        labels_all = torch.cat(labels)
+        targets_all = torch.cat(regression_targets)
+        images = torch.cat([torch.full((len(p),), i, device=labels_all.device) for i, p in enumerate(proposals)])
+        classification = F.cross_entropy(class_logits, labels_all, reduction="none")
+        box = F.smooth_l1_loss(box_deltas, targets_all, beta=1 / 9, reduction="none").sum(dim=1) * (labels_all > 0)
+        keep = ohem_select(classification + box, images, self.ohem_batch_size)
+        count = max(len(keep), 1)
+        return {"loss_classifier": classification[keep].sum() / count, "loss_box_reg": box[keep].sum() / count}
+
+
+@register_model("rfcn")
+def rfcn(
+    num_classes: int,
+    backbone: str = "resnet_narrow",
+    pooling: str = "ps_prroi",
+    k: int = 7,
+    anchor_sizes: Sequence[float] = RFCN_ANCHOR_SIZES,
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    min_size: int = 600,
+    max_size: int = 1000,
+    *,
+    reduced_channels: int | None = None,
+    sampling_ratio: int = 2,
+    ohem_batch_size: int = 128,
+    pretrained_backbone: bool = False,
+    anchor_offset: float = 0.0,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 300,
+    rpn_pre_nms_top_n_test: int = 1000,
+    rpn_post_nms_top_n_test: int = 300,
+    rpn_batch_size_per_image: int = 256,
+    box_score_thresh: float = 0.05,
+    box_nms_thresh: float = 0.3,
+    box_detections_per_img: int = 100,
+) -> GeneralizedRCNN:
+    """R-FCN with the chosen position-sensitive pooling (module docstring); torchvision's detection API.
+
+    Args:
+        num_classes: object categories plus one for the background.
+        backbone: ``resnet_tiny`` / ``resnet_narrow`` (CPU) or a torchvision ResNet.
+        pooling: ``"ps_roi_pool"``, ``"ps_roi_align"`` or ``"ps_prroi"`` (precise R-FCN, the default).
+        k: bins per side of a RoI (7 in both papers).
+        anchor_sizes: the sizes of the single stride-16 RPN level, in resized-image pixels.
+        min_size, max_size: the resize of ``GeneralizedRCNNTransform`` (R-FCN: 600 / 1000).
+        reduced_channels: width of the 1x1 reduction of ``conv5`` (1024 in R-FCN; default 1024 for the
+            torchvision ResNets and 2x the ``conv5`` width, at most 256, for the narrow ones, to train on a CPU).
+        sampling_ratio: bilinear samples per bin side of ``"ps_roi_align"``.
+        ohem_batch_size: RoIs per image back-propagated by OHEM (128).
+        rpn_*, box_*: as torchvision's ``FasterRCNN`` (300 proposals at test, NMS 0.3 as R-FCN).
+    """
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r} counts the background too, so it is at least 2; "
+                         "fix: pass dataset.num_classes (categories + 1)")
+    body = _backbone(backbone, pretrained_backbone)
+    if reduced_channels is None:
+        reduced_channels = 1024 if backbone in TORCHVISION_RESNETS else min(256, 2 * body.conv5_channels)
+    anchor_generator = SodlibAnchorGenerator((tuple(float(s) for s in anchor_sizes),), tuple(aspect_ratios),
+                                             offset=anchor_offset)
+    rpn = _ConvFourRPN(anchor_generator, RPNHead(body.out_channels, anchor_generator.num_anchors_per_location()[0]),
+                       fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=rpn_batch_size_per_image,
+                       positive_fraction=0.5,
+                       pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
+                       post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
+                       nms_thresh=0.7)
+    head = PositionSensitiveHead(body.conv5_channels, int(num_classes), k=k, pooling=pooling,
+                                 reduced_channels=reduced_channels, sampling_ratio=sampling_ratio)
+    roi_heads = RFCNRoIHeads(head, ohem_batch_size=ohem_batch_size, score_thresh=box_score_thresh,
+                             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
+    transform = GeneralizedRCNNTransform(int(min_size), int(max_size), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    model = GeneralizedRCNN(body, rpn, roi_heads, transform)
+    return model

@@ -1,0 +1,129 @@
+"""sodlib.models.rfcn: R-FCN's vote, OHEM, the stride-16 dilated conv5, the three poolings, and the detection API."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sodlib.models import build_model, rebuild_model
+from sodlib.models.rfcn import POOLINGS, PositionSensitiveHead, ohem_select, position_sensitive_vote
+from tests.engine_fixtures import one_thread  # noqa: F401  (one_thread is used through pytestmark)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_rfcn(pooling: str = "ps_prroi", seed: int = 0, **options):
+    torch.manual_seed(seed)
+    return build_model("rfcn", num_classes=4, backbone="resnet_tiny", pooling=pooling, k=3, min_size=128,
+                       max_size=128, reduced_channels=32, **options)
+
+
+def batch():
+    images = [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1)),
+              torch.rand(3, 112, 128, generator=torch.Generator().manual_seed(2))]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 40.0], [50.0, 60.0, 70.0, 90.0]]), "labels": torch.tensor([1, 2])},
+               {"boxes": torch.tensor([[5.0, 5.0, 30.0, 20.0]]), "labels": torch.tensor([3])}]
+    return images, targets
+
+
+def test_the_vote_is_the_mean_over_the_bins():
+    pooled = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    expected = torch.zeros(5, 4, dtype=torch.float64)
+    for r in range(5):
+        for c in range(4):
+            expected[r, c] = sum(pooled[r, c, i, j] for i in range(3) for j in range(3)) / 9
+    torch.testing.assert_close(position_sensitive_vote(pooled), expected, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match=r"Tensor\[R, C, k, k\]"):
+        position_sensitive_vote(pooled[0])
+
+
+def test_ohem_keeps_exactly_the_largest_losses_of_each_image():
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(40, generator=generator)
+    images = torch.randint(0, 3, (40,), generator=generator)
+    keep = ohem_select(losses, images, 5)
+    expected = []
+    for image in range(3):
+        members = [r for r in range(40) if images[r] == image]
+        expected += sorted(members, key=lambda r: -float(losses[r]))[:5]
+    assert keep.tolist() == sorted(expected)
+    assert ohem_select(losses[:3], torch.zeros(3, dtype=torch.int64), 10).tolist() == [0, 1, 2]  # fewer than B: all
+
+
+def test_conv5_stays_at_stride_16():
+    model = tiny_rfcn()
+    features = model.backbone(torch.rand(2, 3, 128, 96))
+    assert features["0"].shape[-2:] == features["conv5"].shape[-2:] == (8, 6)
+    assert features["conv5"].shape[1] == model.backbone.conv5_channels
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_each_pooling_gives_the_detection_api_and_learns_a_batch(pooling):
+    model = tiny_rfcn(pooling)
+    images, targets = batch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    totals = []
+    for _ in range(12):
+        losses = model(images, targets)
+        assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(float(total.detach()))
+    assert totals[-1] < 0.7 * totals[0], totals
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2
+    for detection, image in zip(detections, images):
+        assert set(detection) == {"boxes", "labels", "scores"}
+        boxes = detection["boxes"]
+        assert boxes.shape[1] == 4 and len(boxes) == len(detection["labels"]) == len(detection["scores"]) <= 100
+        assert (boxes[:, 2] <= image.shape[-1] + 1e-4).all() and (boxes[:, 3] <= image.shape[-2] + 1e-4).all()
+        assert ((detection["labels"] >= 1) & (detection["labels"] <= 3)).all()
+
+
+def test_the_precise_pooling_passes_gradients_to_the_maps_and_the_boxes():
+    head = PositionSensitiveHead(8, 3, k=3, pooling="ps_prroi", reduced_channels=8).double()
+    features = {"conv5": torch.randn(1, 8, 6, 6, dtype=torch.float64, requires_grad=True)}
+    boxes = torch.tensor([[8.0, 10.0, 60.0, 70.0]], dtype=torch.float64, requires_grad=True)
+    class_logits, box_deltas = head(features, [boxes], [(96, 96)])
+    (class_logits.sum() + box_deltas.sum()).backward()
+    assert features["conv5"].grad.abs().sum() > 0
+    assert torch.isfinite(boxes.grad).all() and boxes.grad.abs().sum() > 0  # what box refinement climbs
+
+
+def test_same_seed_same_weights_and_the_checkpoint_options_rebuild_it():
+    a, b = tiny_rfcn(seed=3), tiny_rfcn(seed=3)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    rebuilt = rebuild_model(a.build_options)
+    rebuilt.load_state_dict(a.state_dict(), strict=True)
+    assert a.build_options["name"] == "rfcn" and a.build_options["pooling"] == "ps_prroi"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pooling": "roi_align"}, "pooling='roi_align' is unknown; choose one of ps_roi_pool, ps_roi_align, ps_prroi"),
+    ({"k": 0}, "k=0 must be a positive integer"),
+    ({"k": 2.5}, "k=2.5 must be a positive integer"),
+    ({"ohem_batch_size": 0}, "ohem_batch_size=0 must be a positive integer"),
+    ({"backbone": "mobilenet_v3"}, "not available for R-FCN"),
+    ({"poolng": "ps_prroi"}, "unknown option 'poolng' \\(did you mean 'pooling'\\?\\)"),
+])
+def test_bad_options_are_refused_with_the_allowed_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("rfcn", num_classes=3, **{"backbone": "resnet_tiny", **options})
+
+
+def test_the_fast_rfcn_config_is_fast_toml_with_the_rfcn_model():
+    from sodlib.data.paths import CHECKOUT_DIR
+    from sodlib.engine.runs import build_run_model, load_run_config
+
+    fast = load_run_config(CHECKOUT_DIR / "configs" / "fast.toml")
+    config = load_run_config(CHECKOUT_DIR / "configs" / "fast_rfcn.toml")
+    assert {k: v for k, v in config.items() if k != "model"} == {k: v for k, v in fast.items() if k != "model"}
+    model = build_run_model(config, 7)
+    assert model.build_options["name"] == "rfcn" and model.roi_heads.head.k == 7
+    assert model.transform.min_size == (fast["model"]["min_size"],)
