@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from sodlib.models.rfcn import position_sensitive_vote
 from sodlib.ops.prroi import ps_prroi_pool
 
 
@@ -59,7 +60,7 @@ def pooled_part_score(score_maps: Tensor, box: Tensor, parts: int, spatial_scale
     ``score_maps``: ``Tensor[1, parts**2, H, W]``; ``box``: ``Tensor[4]`` in image pixels.
     """
     rois = torch.cat([box.new_zeros(1), box])[None]
-    return ps_prroi_pool(score_maps, rois, parts, spatial_scale).mean()
+    return position_sensitive_vote(ps_prroi_pool(score_maps, rois, parts, spatial_scale))[0, 0]
 
 
 def refine_box(score: Callable[[Tensor], Tensor], box: Tensor, steps: int, step_size: float) -> Tensor:
