@@ -84,6 +84,16 @@ EXPERIMENTS: dict[str, Experiment] = {
                                    {**{run: "fast.toml" for run in _SWEEP}, "aug_only_oversample2": "fast.toml"},
                                    {**{run: (override,) for run, override in _SWEEP.items()},
                                     "aug_only_oversample2": (_SWEEP["aug_only"], "data.oversample=2")}),
+    "rfcn_pooling": Experiment("R-FCN's position-sensitive pooling in a trained detector (Zhang et al., 2021, Table 2, "
+                               "and what it lacks): Faster R-CNN with the same backbone, R-FCN with PS-RoI pooling, with "
+                               "PS-RoIAlign, precise R-FCN (PS-PrRoI), precise R-FCN with 3x size-aware oversampling; the "
+                               "fast setting (resnet_tiny, 384 px, embedded data, one thread)",
+                               {"faster_rcnn": "fast.toml", "rfcn_ps_roi_pool": "fast_rfcn.toml",
+                                "rfcn_ps_roi_align": "fast_rfcn.toml", "precise_rfcn": "fast_rfcn.toml",
+                                "precise_rfcn_oversample3": "fast_rfcn.toml"},
+                               {"rfcn_ps_roi_pool": ('model.pooling="ps_roi_pool"',),
+                                "rfcn_ps_roi_align": ('model.pooling="ps_roi_align"',),
+                                "precise_rfcn_oversample3": ("data.oversample=3",)}),
 }
 
 
