@@ -1,11 +1,17 @@
 """The command line: `python -m sodlib data check` and the error path."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
 
 from sodlib.cli import main
+from tests.conftest import write_coco
 
 
 def test_data_check_prints_counts(tiny_coco_files, capsys):
@@ -51,3 +57,76 @@ def test_data_synth_annotations(tmp_path, capsys):
     assert main(["data", "synth-annotations", "--out", str(path), "--images", "50", "--objects", "400"]) == 0
     data = json.loads(path.read_text())
     assert len(data["images"]) == 50 and len(data["annotations"]) == 400
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def annotation(index, **fields):
+    """A bad-input case that changes fields of annotation ``index`` before the json is written."""
+    return lambda data, path, image_dir: data["annotations"][index].update(fields)
+
+
+def json_bytes(content: bytes):
+    """A bad-input case whose json file holds ``content``."""
+    return lambda data, path, image_dir: path.write_bytes(content) if path.exists() else None
+
+
+def truncate_image(data, path, image_dir):
+    if image_dir.is_dir():
+        complete = (image_dir / "a.png").read_bytes()
+        (image_dir / "a.png").write_bytes(complete[: len(complete) // 2])
+
+
+def image(write):
+    """A bad-input case that rewrites image a.png (64 x 48 in the json) once the images are written."""
+    return lambda data, path, image_dir: write(image_dir / "a.png") if image_dir.is_dir() else None
+
+
+BAD_INPUTS = {
+    "zero-width box": (annotation(0, bbox=[2, 3, 0, 20]), "annotations[0] (id 1): bbox width is 0 (zero)"),
+    "odd polygon": (annotation(0, segmentation=[[2, 3, 12, 3, 12]]), "segmentation[0] has 5 numbers"),
+    "NaN in a polygon": (annotation(0, segmentation=[[2, 3, float("nan"), 3, 12, 23]]), "segmentation[0] holds nan"),
+    "NaN area": (annotation(1, area=float("nan")), "annotations[1] (id 2): 'area' is nan"),
+    "segmentation string": (annotation(0, segmentation="x"), "annotations[0] (id 1): 'segmentation' is 'x'"),
+    "RLE size": (annotation(2, segmentation={"counts": [1600], "size": [40, 41]}), "RLE 'size' is [40, 41]"),
+    "RLE sum": (annotation(2, segmentation={"counts": [0, 8, 1000], "size": [40, 40]}), "add up to 1008 pixels"),
+    "RLE negative": (annotation(2, segmentation={"counts": [0, 8, -8, 1600], "size": [40, 40]}), "negative run"),
+    "RLE string": (annotation(2, segmentation={"counts": "~~~", "size": [40, 40]}), "cannot be decoded"),
+    "binary json": (json_bytes(b"\xff\xd8\xff\xe0 a jpeg"), "instances.json: not a COCO json: byte 0xff at offset 0"),
+    "empty json": (json_bytes(b""), "instances.json: not a COCO json: the file is empty"),
+    "empty image": (image(lambda file: file.write_bytes(b"")), "a.png is empty (0 bytes)"),
+    "truncated image": (truncate_image, "a.png cannot be decoded ("),
+    "image of another size": (image(lambda file: Image.new("RGB", (64, 47)).save(file)),
+                              "a.png is 64x47 pixels (width x height) but the json says 64x48"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_data_check_refuses_bad_input_in_one_error_line(tmp_path, tiny_coco, capsys, name):
+    change, expected = BAD_INPUTS[name]
+    path, image_dir = tmp_path / "instances.json", tmp_path / "images"
+    change(tiny_coco, path, image_dir)  # the cases that change the json's content
+    write_coco(tmp_path, tiny_coco)
+    change(tiny_coco, path, image_dir)  # the cases that change the written files
+    before = digests(tmp_path)
+    assert main(["data", "check", str(path), "--images", str(image_dir), "--workers", "2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert [line for line in err.splitlines() if not line.startswith("  - ")] == [err.splitlines()[0]]
+    assert digests(tmp_path) == before
+
+
+def test_data_check_prints_warnings_as_lines_and_exits_0(tmp_path, tiny_coco, capsys):
+    tiny_coco["annotations"][0]["area"] = 900.0
+    tiny_coco["annotations"][3]["bbox"] = [5, 5, 38, 30]  # 3 px beyond the 40 x 40 image
+    path, image_dir = write_coco(tmp_path, tiny_coco)
+    before = digests(tmp_path)
+    assert main(["data", "check", str(path), "--images", str(image_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "valid; 2 images, 4 annotations" in out
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"warning: {path}: 1 annotation(s) ") for line in lines)
+    assert "far from their mask's pixel area (" in err and "(ids 9), e.g. id 9: bbox [5, 5, 38, 30]" in err
+    assert digests(tmp_path) == before

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from sodlib.data import CocoDetection, CocoFormatError, detection_collate
+from sodlib.data.coco import coco_from_dict
 from tests.conftest import write_coco
 
 
@@ -85,3 +87,30 @@ def test_transforms_and_collate(tiny_coco_files):
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=detection_collate)
     images, targets = next(iter(loader))
     assert images[0].shape == (3, 48, 64) and images[1].shape == (3, 40, 40)
+
+
+def test_an_image_of_another_size_than_the_json_is_refused_when_read(tiny_coco_files):
+    path, image_dir = tiny_coco_files
+    Image.new("RGB", (48, 64)).save(image_dir / "a.png")  # the json says 64 x 48
+    dataset = CocoDetection(path, image_dir)  # construction only checks that the files exist
+    with pytest.raises(ValueError, match=r"image id 1: file .*a\.png is 48x64 pixels \(width x height\) but the json "
+                                         r"says 64x48"):
+        dataset[0]
+    dataset[1]  # the other image is fine
+
+
+def test_an_undecodable_image_is_named_when_read(tiny_coco_files):
+    path, image_dir = tiny_coco_files
+    complete = (image_dir / "b.png").read_bytes()
+    (image_dir / "b.png").write_bytes(complete[: len(complete) // 2])
+    with pytest.raises(ValueError, match=r"image id 7: file .*b\.png cannot be decoded \("):
+        CocoDetection(path, image_dir)[1]
+
+
+def test_a_mask_of_another_size_than_its_image_names_both(tmp_path, tiny_coco):
+    _, image_dir = write_coco(tmp_path, tiny_coco)
+    tiny_coco["annotations"][2]["segmentation"]["size"] = [20, 80]  # not validated: a COCO built by hand
+    dataset = CocoDetection(coco_from_dict(tiny_coco), image_dir, masks=True)
+    with pytest.raises(ValueError, match=r"image id 7: file .*b\.png: the mask of annotation id 5 is 80x20 pixels "
+                                         r"\(width x height\) but the image is 40x40"):
+        dataset[1]

@@ -3,12 +3,18 @@
 - ``data embedded``: the embedded train and val splits under ``data/embedded`` (written once, reused).
 - ``data synth --out DIR --images N --seed S``: a synthetic COCO dataset of your own size.
 - ``data synth-annotations --out FILE``: an annotation-only json at COCO-train scale, for benchmarks.
-- ``data check FILE [--images DIR]``: validate an instances json and print its size-bin counts.
+- ``data check FILE [--images DIR] [--workers N]``: validate an instances json (and, with ``--images``, decode
+  every image and compare its size with the json's), print the warnings as ``warning: ...`` lines on stderr,
+  and print its size-bin counts.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+import warnings
+
+from pycocotools.coco import COCO
 
 from sodlib.data.coco import load_coco
 from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin
@@ -42,8 +48,21 @@ def _synth_annotations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_printing_warnings(args: argparse.Namespace) -> COCO:
+    """``load_coco`` for ``data check``; each warning it gives becomes one ``warning: ...`` line on stderr (also
+    when it then fails), with a progress bar while decoding images on a terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return load_coco(args.annotations, args.images, check_images=args.images is not None,
+                             workers=args.workers, progress=sys.stderr.isatty())
+        finally:
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
+
+
 def _check(args: argparse.Namespace) -> int:
-    coco = load_coco(args.annotations, args.images, check_images=args.images is not None)
+    coco = _load_printing_warnings(args)
     annotations = coco.dataset["annotations"]
     crowd = sum(1 for a in annotations if a.get("iscrowd", 0))
     print(f"{args.annotations}: valid; {len(coco.imgs)} images, {len(annotations)} annotations "
@@ -81,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = commands.add_parser("check", help="validate a COCO instances json and count objects per size bin")
     check.add_argument("annotations", help="instances json")
-    check.add_argument("--images", default=None, help="image folder: also check every image file exists")
+    check.add_argument("--images", default=None, help="image folder: also check every image file exists, decodes "
+                       "fully and has the json's width and height")
+    check.add_argument("--workers", type=int, default=None, help="threads decoding the images (default: the CPU "
+                       "count, at most 8)")
     check.add_argument("--area", choices=["mask", "box"], default="mask", help="area that decides the size bin")
     check.set_defaults(func=_check)

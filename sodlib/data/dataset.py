@@ -13,6 +13,10 @@ Each item is ``(image, target)``:
   (``include_crowd=False`` leaves them out on purpose);
 - ``target["masks"]``: ``uint8 Tensor[N, H, W]``, only with ``masks=True``;
 - ``target["image_id"]``: the COCO image id (``int``).
+
+Reading an item checks what the json says against the files: an image that cannot be decoded, or that decodes
+to another size than its ``width`` x ``height``, and a mask of another size than its image, raise a
+``ValueError`` naming the image id and file (boxes and masks would otherwise be in the wrong coordinates).
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from sodlib.data.coco import CocoFormatError, check_image_files, load_coco
+from sodlib.data.coco import (CocoFormatError, check_image_files, image_decode_problem, image_size_problem,
+                              load_coco)
 
 Target = dict[str, Any]
 Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
@@ -118,15 +123,39 @@ class CocoDetection(torch.utils.data.Dataset):
             "image_id": int(info["id"]),
         }
         if self.masks:
-            height, width = int(info["height"]), int(info["width"])
-            stacked = np.zeros((len(annotations), height, width), dtype=np.uint8)
-            for row, annotation in enumerate(annotations):
-                stacked[row] = self.coco.annToMask(annotation)
-            target["masks"] = torch.from_numpy(stacked)
+            target["masks"] = self._masks_of(info, annotations)
         return target
 
+    def _masks_of(self, info: dict, annotations: list[dict]) -> torch.Tensor:
+        """``uint8 [N, H, W]`` masks; a mask of another size than the image raises a ValueError naming both."""
+        height, width = int(info["height"]), int(info["width"])
+        stacked = np.zeros((len(annotations), height, width), dtype=np.uint8)
+        for row, annotation in enumerate(annotations):
+            mask = self.coco.annToMask(annotation)
+            if mask.shape != (height, width):
+                raise ValueError(f"image id {info['id']}: file {self.image_dir / info['file_name']}: the mask of "
+                                 f"annotation id {annotation['id']} is {mask.shape[1]}x{mask.shape[0]} pixels (width x "
+                                 f"height) but the image is {width}x{height}; fix: encode the segmentation at its "
+                                 "image's size (an RLE 'size' is [height, width]); sodlib.data.load_coco finds these")
+            stacked[row] = mask
+        return torch.from_numpy(stacked)
+
+    def read_image_of(self, index: int) -> torch.Tensor:
+        """The image of item ``index`` (``float32 [3, H, W]``), checked to decode to its json ``width`` x
+        ``height``; a ValueError naming the image id and file otherwise."""
+        info = self.image_info(index)
+        path = self.image_dir / info["file_name"]
+        try:
+            image = read_image(path)
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ...
+            raise ValueError(image_decode_problem(info, path, error)) from error
+        problem = image_size_problem(info, path, (image.shape[2], image.shape[1]))
+        if problem:
+            raise ValueError(problem)
+        return image
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image = read_image(self.image_dir / self.image_info(index)["file_name"])
+        image = self.read_image_of(index)
         target = self.target_of(index)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
