@@ -85,7 +85,7 @@ def image(write):
 
 
 BAD_INPUTS = {
-    "zero-width box": (annotation(0, bbox=[2, 3, 0, 20]), "annotations[0] (id 1): bbox width is 0 (zero)"),
+    "negative-width box": (annotation(0, bbox=[2, 3, -4, 20]), "annotations[0] (id 1): bbox width is -4 (negative)"),
     "odd polygon": (annotation(0, segmentation=[[2, 3, 12, 3, 12]]), "segmentation[0] has 5 numbers"),
     "NaN in a polygon": (annotation(0, segmentation=[[2, 3, float("nan"), 3, 12, 23]]), "segmentation[0] holds nan"),
     "NaN area": (annotation(1, area=float("nan")), "annotations[1] (id 2): 'area' is nan"),
@@ -121,12 +121,14 @@ def test_data_check_refuses_bad_input_in_one_error_line(tmp_path, tiny_coco, cap
 def test_data_check_prints_warnings_as_lines_and_exits_0(tmp_path, tiny_coco, capsys):
     tiny_coco["annotations"][0]["area"] = 900.0
     tiny_coco["annotations"][3]["bbox"] = [5, 5, 38, 30]  # 3 px beyond the 40 x 40 image
+    tiny_coco["annotations"][1]["bbox"][3] = 0  # zero height (COCO train2017 has two)
     path, image_dir = write_coco(tmp_path, tiny_coco)
     before = digests(tmp_path)
     assert main(["data", "check", str(path), "--images", str(image_dir)]) == 0
     out, err = capsys.readouterr()
     assert "valid; 2 images, 4 annotations" in out
     lines = err.splitlines()
-    assert len(lines) == 2 and all(line.startswith(f"warning: {path}: 1 annotation(s) ") for line in lines)
+    assert len(lines) == 3 and all(line.startswith(f"warning: {path}: 1 annotation(s) ") for line in lines)
+    assert "bbox of zero width or height" in err
     assert "far from their mask's pixel area (" in err and "(ids 9), e.g. id 9: bbox [5, 5, 38, 30]" in err
     assert digests(tmp_path) == before

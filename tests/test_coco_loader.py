@@ -160,10 +160,19 @@ def crowd_mask(height: int = 40, width: int = 40) -> np.ndarray:
 
 @pytest.mark.parametrize("field, name", [(2, "width"), (3, "height")])
 @pytest.mark.parametrize("value", [0, 0.0])
-def test_box_of_zero_size(tmp_path, tiny_coco, field, name, value):
+def test_box_of_zero_size_is_warned_and_left_out_of_the_targets(tmp_path, tiny_coco, field, name, value):
     tiny_coco["annotations"][1]["bbox"][field] = value
-    message = error_for(tmp_path, tiny_coco)
-    assert f"annotations[1] (id 2): bbox {name} is {value} (zero)" in message and f"{name} > 0" in message
+    path, image_dir = write_coco(tmp_path, tiny_coco)
+    with pytest.warns(CocoWarning, match=r"1 annotation\(s\) have a bbox of zero width or height.*ids 2\)"):
+        coco = load_coco(path)
+    from sodlib.data import CocoDetection
+
+    dataset = CocoDetection(coco, image_dir)
+    image_index = dataset.image_ids.index(tiny_coco["annotations"][1]["image_id"])
+    assert 2 not in [a["id"] for a in dataset.annotations_of(image_index)]
+    assert (dataset.target_of(image_index)["boxes"][:, 2:] > dataset.target_of(image_index)["boxes"][:, :2]).all()
+    tiny_coco["annotations"][1]["bbox"][field] = -1
+    assert f"annotations[1] (id 2): bbox {name} is -1 (negative)" in error_for(tmp_path, tiny_coco)
 
 
 NON_FINITE = [float("nan"), float("inf"), -float("inf")]
@@ -328,8 +337,8 @@ def test_box_beyond_the_image_warns_past_one_pixel(tmp_path, tiny_coco, bbox, wa
 
 def test_warnings_come_with_the_errors(tmp_path, tiny_coco):
     tiny_coco["annotations"][0]["area"] = 900.0
-    tiny_coco["annotations"][1]["bbox"][2] = 0
-    with pytest.warns(CocoWarning, match="far from their mask"), pytest.raises(CocoFormatError, match="bbox width is 0"):
+    tiny_coco["annotations"][1]["bbox"][2] = -2
+    with pytest.warns(CocoWarning, match="far from their mask"), pytest.raises(CocoFormatError, match="bbox width is -2"):
         load_coco(write_coco(tmp_path, tiny_coco, with_images=False)[0])
 
 
@@ -417,3 +426,17 @@ def test_bad_workers_are_refused(tiny_coco_files, workers):
 def test_existence_alone_does_not_decode(broken_images):
     path, image_dir = broken_images
     check_image_files(json.loads(path.read_text()), image_dir)  # what CocoDetection checks up front
+
+
+@pytest.mark.parametrize("name", ["../a.png", "sub/../../a.png", "/etc/a.png", "..\\a.png", "C:\\images\\a.png"])
+def test_a_file_name_that_leaves_the_image_folder_is_refused(tmp_path, tiny_coco, name):
+    tiny_coco["images"][0]["file_name"] = name
+    message = error_for(tmp_path, tiny_coco)
+    assert f"images[0] (id 1): 'file_name' {name!r} leaves the image folder" in message
+
+
+def test_file_names_in_subfolders_are_fine(tmp_path, tiny_coco):
+    tiny_coco["images"][0]["file_name"] = "sub/dir/a..b.png"
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(tiny_coco))
+    assert load_coco(path).imgs[1]["file_name"] == "sub/dir/a..b.png"

@@ -45,7 +45,7 @@ import os
 import reprlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Mapping
 
 from PIL import Image, UnidentifiedImageError
@@ -136,6 +136,8 @@ class _Warnings:
 AREA_WARNING = (f"have an 'area' far from their mask's pixel area (more than {AREA_ABSOLUTE_TOLERANCE:g} px^2 and "
                 f"{100 * AREA_RELATIVE_TOLERANCE:g} % of the larger apart); fix: set 'area' to pycocotools.mask.area "
                 "of the segmentation (the size bins are decided by it)")
+ZERO_SIZE_WARNING = ("have a bbox of zero width or height, which no anchor can match; fix: drop them (CocoDetection "
+                     "leaves them out of its targets)")
 OVERHANG_WARNING = (f"have a bbox reaching more than {BOX_OVERHANG_TOLERANCE:g} px beyond their image; fix: clip the "
                     "box to the image or check the image's 'width' and 'height'")
 
@@ -241,8 +243,14 @@ def _check_images(images: list, problems: _Problems) -> ImageSizes:
     """Check the image records; return their sizes by id (None for an image whose size is invalid)."""
     sizes: ImageSizes = {}
     for where, image in _records_with_ids(images, "images", "{'id', 'file_name', 'width', 'height'}", problems, set()):
-        if not isinstance(image.get("file_name"), str) or not image.get("file_name"):
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name:
             problems.add(f"{where}: missing 'file_name'; fix: the image's file name relative to the image folder")
+        elif PurePosixPath(name.replace("\\", "/")).is_absolute() or ".." in PurePosixPath(name.replace("\\", "/")).parts \
+                or PureWindowsPath(name).drive:
+            problems.add(f"{where}: 'file_name' {name!r} leaves the image folder (an absolute path or '..'); fix: a "
+                         "path relative to the image folder, inside it (tools that write datasets copy the images "
+                         "under their output folder by these names)")
         valid = True
         for key in ("width", "height"):
             value = image.get(key)
@@ -276,10 +284,11 @@ def _check_references(annotation: Mapping, where: str, images: ImageSizes, categ
 
 def _check_bbox(annotation: Mapping, where: str, size: tuple[int, int] | None, problems: _Problems,
                 warned: _Warnings) -> None:
-    """``bbox``: four finite numbers ``[x, y, w, h]`` with ``w > 0`` and ``h > 0`` (a box of zero size crashes
-    torchvision's training; COCO train2017 has two, ids 918 and 2206849, per cocoapi issue #355); an
-    error if it reaches far outside its image (:func:`_far_outside`), a warning if by more than
-    ``BOX_OVERHANG_TOLERANCE``."""
+    """``bbox``: four finite numbers ``[x, y, w, h]`` with ``w >= 0`` and ``h >= 0``; a box of zero width or
+    height is a warning, not an error, because COCO train2017 itself has two (ids 918 and 2206849, per cocoapi
+    issue #355): :class:`sodlib.data.CocoDetection` leaves them out of its targets (given to torchvision's
+    training they crash it at the first step). An error if the box reaches far outside its image
+    (:func:`_far_outside`), a warning if by more than ``BOX_OVERHANG_TOLERANCE``."""
     bbox = annotation.get("bbox")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not _are_numbers(list(bbox)):
         problems.add(f"{where}: 'bbox' is {_shown(bbox)}; fix: four finite numbers [x, y, width, height] in pixels")
@@ -287,10 +296,12 @@ def _check_bbox(annotation: Mapping, where: str, size: tuple[int, int] | None, p
     x, y, width, height = bbox
     degenerate = False
     for name, value in (("width", width), ("height", height)):
-        if value <= 0:
-            problems.add(f"{where}: bbox {name} is {value} ({'negative' if value < 0 else 'zero'}); fix: COCO boxes "
-                         f"are [x, y, width, height] with {name} > 0: drop an annotation of zero size, and convert a "
-                         "box given as [x1, y1, x2, y2]")
+        if value < 0:
+            problems.add(f"{where}: bbox {name} is {value} (negative); fix: COCO boxes are [x, y, width, height] "
+                         f"with {name} >= 0: convert a box given as [x1, y1, x2, y2]")
+            degenerate = True
+        elif value == 0 and not degenerate:
+            warned.add(ZERO_SIZE_WARNING, annotation["id"], f"{where}: bbox {list(bbox)}")
             degenerate = True
     if size is None or degenerate:
         return

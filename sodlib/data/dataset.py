@@ -105,8 +105,10 @@ class CocoDetection(torch.utils.data.Dataset):
         return self.coco.imgs[self.image_ids[index]]
 
     def annotations_of(self, index: int) -> list[dict]:
-        """The COCO annotations of item ``index`` (crowd included unless ``include_crowd=False``)."""
-        annotations = self.coco.imgToAnns.get(self.image_ids[index], [])
+        """The COCO annotations of item ``index`` (crowd included unless ``include_crowd=False``), without boxes
+        of zero width or height (:func:`sodlib.data.load_coco` warns about them: no anchor can match them, and
+        torchvision's training fails on them)."""
+        annotations = [a for a in self.coco.imgToAnns.get(self.image_ids[index], []) if a["bbox"][2] > 0 and a["bbox"][3] > 0]
         if not self.include_crowd:
             annotations = [a for a in annotations if not a.get("iscrowd", 0)]
         return annotations
