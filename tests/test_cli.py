@@ -1,11 +1,16 @@
-"""The command line: `python -m sodlib data check` and the error path."""
+"""The command line: `python -m sodlib data check`, the error path, and data synth kept off the course's data."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from sodlib.cli import main
+from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES
+from tests.conftest import assert_refused, file_digests
 
 
 def test_data_check_prints_counts(tiny_coco_files, capsys):
@@ -51,3 +56,41 @@ def test_data_synth_annotations(tmp_path, capsys):
     assert main(["data", "synth-annotations", "--out", str(path), "--images", "50", "--objects", "400"]) == 0
     data = json.loads(path.read_text())
     assert len(data["images"]) == 50 and len(data["annotations"]) == 400
+
+
+@pytest.fixture
+def course_data(tmp_path, monkeypatch) -> Path:
+    """Stand-ins for the course's datasets under tmp_path: the embedded splits (``datadir/embedded``, through
+    ``$SODLIB_DATA_DIR``) and coco-mini (``mini``, through ``$SODLIB_COCO_MINI``)."""
+    for root, files in ((tmp_path / "datadir" / "embedded", ["annotations/instances_train.json", "train/000000000001.jpg",
+                                                           "annotations/instances_val.json", "val/000000000001.jpg"]),
+                        (tmp_path / "mini", [str(COCO_MINI_ANNOTATIONS), f"{COCO_MINI_IMAGES}/1.jpg"])):
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(name)
+    monkeypatch.setenv("SODLIB_DATA_DIR", str(tmp_path / "datadir"))
+    monkeypatch.setenv("SODLIB_COCO_MINI", str(tmp_path / "mini"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, relation", [
+    (["synth", "--out", "datadir/embedded", "--overwrite"], "is the course dataset"),
+    (["synth", "--out", "datadir/embedded", "--split", "val", "--overwrite"], "is the course dataset"),
+    (["synth", "--out", "datadir/embedded/train"], "lies inside the course dataset folder"),
+    (["synth", "--out", "mini", "--split", str(COCO_MINI_IMAGES), "--overwrite"], "is the course dataset"),
+    (["synth-annotations", "--out", "datadir/embedded/annotations/instances_train.json"], "is the course dataset"),
+    (["synth-annotations", "--out", "datadir/embedded"], "holds the course dataset"),
+])
+def test_data_synth_never_writes_over_the_course_data(course_data, monkeypatch, capsys, argv, relation):
+    monkeypatch.chdir(course_data)
+    before = file_digests(course_data)
+    assert_refused(capsys, ["data", *argv, "--images", "2", *(["--workers", "1"] if argv[0] == "synth" else [])], relation)
+    assert file_digests(course_data) == before
+
+
+def test_data_synth_writes_beside_the_course_data(course_data, capsys):
+    before = file_digests(course_data / "datadir" / "embedded")
+    assert main(["data", "synth", "--out", str(course_data / "datadir"), "--images", "1", "--image-size", "64",
+                 "--workers", "1"]) == 0
+    assert (course_data / "datadir" / "annotations" / "instances_train.json").is_file()
+    assert file_digests(course_data / "datadir" / "embedded") == before
