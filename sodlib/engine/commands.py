@@ -31,10 +31,11 @@ def _command_line() -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sodlib.engine.runs import apply_overrides, load_run_config, run_training
+    from sodlib.engine.runs import apply_overrides, check_run_dir, load_run_config, run_training
 
     config = apply_overrides(load_run_config(args.config), args.set)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    check_run_dir(config, run_dir)
     first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
     if first_process and run_dir.exists() and any(run_dir.iterdir()) and not args.resume and not args.overwrite:
         raise ValueError(f"run folder {run_dir} already holds a run; fix: --resume to continue it, --overwrite to "
@@ -65,6 +66,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from sodlib.data import CocoDetection, embedded_dataset
+    from sodlib.data.files import check_output_apart_from_inputs
+    from sodlib.data.synthetic import embedded_paths
     from sodlib.engine.checkpoint import load_checkpoint
     from sodlib.eval.evaluate import evaluate
     from sodlib.engine.runs import hardware_description
@@ -74,6 +77,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if (args.annotations is None) != (args.images is None):
         raise ValueError("--annotations and --images go together (or use --split for the embedded dataset)")
     checkpoint_path = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint_path.parent.parent / f"eval_{args.split if args.annotations is None else 'custom'}"
+    data = (args.annotations, args.images) if args.annotations is not None else embedded_paths(args.split)
+    check_output_apart_from_inputs(out, [*data, checkpoint_path], what="the output folder (--out)")
     checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get("model_config") is None:
         raise ValueError(f"{checkpoint_path} does not record how its model was built (model_config); it was not "
@@ -84,7 +90,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     model.load_state_dict(checkpoint["model"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else checkpoint_path.parent.parent / f"eval_{args.split if args.annotations is None else 'custom'}"
     started = time.perf_counter()
     metrics = evaluate(model, dataset, bins or None, batch_size=args.batch_size, results_path=out / "detections.json",
                        progress=not args.quiet)
@@ -118,7 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train``, ``evaluate`` and ``experiment`` sub-commands."""
     train = subparsers.add_parser("train", help="train and evaluate a detector from a config file (works under torchrun)")
     train.add_argument("--config", required=True, help="run configuration (.toml or .json), e.g. configs/fast.toml")
-    train.add_argument("--run-dir", default=None, help="run folder (default runs/<config name>)")
+    train.add_argument("--run-dir", default=None,
+                       help="run folder (default runs/<config name>); apart from the data the config names")
     train.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
     train.add_argument("--overwrite", action="store_true", help="train again into an existing run folder")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -134,7 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="an extra area bin in pixels^2, e.g. tiny=0,256 (repeatable)")
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    evaluate.add_argument("--out", default=None, help="output folder (default <run-dir>/eval_<split>)")
+    evaluate.add_argument("--out", default=None,
+                          help="output folder (default <run-dir>/eval_<split>); apart from the data and the checkpoint")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_evaluate)
 
@@ -145,5 +152,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="override a setting of every run (written as NAME_custom.json)")
     experiment.add_argument("--seed", type=int, default=None,
                             help="[train] seed of every run (written as NAME_seedS.json; one file per seed)")
-    experiment.add_argument("--results-dir", default=None, help="where the results json goes (default notebooks/results)")
+    experiment.add_argument("--results-dir", default=None,
+                            help="where the results json goes (default notebooks/results); apart from the runs' data")
     experiment.set_defaults(func=_experiment)
