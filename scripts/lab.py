@@ -5,6 +5,9 @@
 
 The check asks the server for the contents of its root folder (``GET /api/contents/``) and requires
 every notebook in ``notebooks/`` to be listed there, so a printed URL always points at a working course.
+
+The launcher stops the JupyterLab it started however it ends: normally, on Ctrl-C, and on SIGTERM (a process
+manager, ``kill``), after which it exits with status 143 (128 + SIGTERM), as a process killed by it would.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +66,21 @@ def listed_notebooks(port: int, token: str, timeout: float = 90.0, server: subpr
             time.sleep(0.5)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM unwinds ``main`` like Ctrl-C does, so that its ``finally`` stops JupyterLab."""
+    raise SystemExit(128 + signum)
+
+
+def stop_lab(server: subprocess.Popen) -> None:
+    """Terminate ``server`` if it still runs, and kill it if it has not ended 15 s later."""
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8888, help="port to serve on (a free one if it is taken)")
@@ -71,8 +90,10 @@ def main() -> int:
     port = args.port if args.port and port_is_free(args.port) else free_port()
     token = secrets.token_hex(16)
     expected = sorted(path.name for path in NOTEBOOK_DIR.glob("*.ipynb"))
-    server = start_lab(port, token)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    server = None
     try:
+        server = start_lab(port, token)
         listed = listed_notebooks(port, token, server=server)
         missing = sorted(set(expected) - set(listed))
         if missing:
@@ -87,12 +108,9 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        if server is not None:
+            stop_lab(server)
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
-"""Shared fixtures: a tiny hand-made COCO dataset on disk, and coco-mini when this machine has it."""
+"""Shared fixtures: a tiny hand-made COCO dataset on disk, coco-mini when this machine has it, and the checks of
+a refused command (exit code 2, one error line, every input byte-identical)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +18,8 @@ import pytest
 from PIL import Image
 
 from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES, coco_mini_dir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_coco_dict() -> dict:
@@ -65,3 +75,48 @@ def coco_mini() -> tuple[Path, Path]:
     if root is None:
         pytest.skip("coco-mini is not on this machine (set SODLIB_COCO_MINI to its folder)")
     return root / COCO_MINI_ANNOTATIONS, root / COCO_MINI_IMAGES
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` (a removed, added or changed file shows)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def assert_refused(capsys, argv: list[str], *phrases: str) -> str:
+    """Run ``python -m sodlib argv`` in-process and check that it is refused: exit code 2, stdout empty, one
+    ``error:`` line on stderr (the message may go on over indented lines), no traceback, every phrase in it.
+    Returns the error text."""
+    from sodlib.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and captured.err.startswith("error:"), captured.err
+    assert "Traceback" not in captured.err and captured.out == "", captured
+    for phrase in phrases:
+        assert phrase in captured.err, (phrase, captured.err)
+    return captured.err
+
+
+def interrupt_command(argv: list[str], ready: Callable[[], bool], sig: int = signal.SIGTERM,
+                      timeout: float = 120.0) -> tuple[int, str]:
+    """Start ``python -m sodlib argv`` in a real subprocess (this checkout first on its path), poll ``ready()``
+    until it is true, send ``sig`` and return ``(exit code, stderr)`` once the process has ended."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "sodlib", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, f"the command ended before it was interrupted:\n{process.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, f"not ready after {timeout:.0f} s"
+            time.sleep(0.05)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, err

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from sodlib.augment import CopyPasteSettings, copy_paste_coco, mask_box
 from sodlib.cli import main
 from sodlib.data import embedded_dataset, load_coco, read_image
 from sodlib.data.coco import CocoFormatError
+from tests.conftest import assert_refused, file_digests, interrupt_command
 
 
 def write_subset(source: Path, out: Path, count: int, only_with_small: bool = False) -> Path:
@@ -185,3 +188,123 @@ def test_offline_copy_paste_on_coco_mini(coco_mini, tmp_path):
     assert len(coco.imgs) == 12 and result.counts.pasted > 0
     kept = [a for a in coco.dataset["annotations"] if "copy_pasted_from" not in a and a["image_id"] in source.imgs]
     assert sorted(kept, key=lambda a: a["id"]) == sorted(source.dataset["annotations"], key=lambda a: a["id"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Nothing lost: outputs apart from the inputs, every output inside --out, copies, no work folder left
+# ----------------------------------------------------------------------------------------------------------
+
+def copy_dataset(embedded_subset, folder: Path, count: int = 2) -> tuple[Path, Path]:
+    """A dataset of its own under ``folder``: ``instances.json`` and ``images/`` with copies of ``count`` images
+    of the embedded subset."""
+    source, images = embedded_subset
+    (folder / "images").mkdir(parents=True)
+    annotations = write_subset(source, folder / "instances.json", count)
+    for image in json.loads(annotations.read_text())["images"]:
+        (folder / "images" / image["file_name"]).write_bytes((images / image["file_name"]).read_bytes())
+    return annotations, folder / "images"
+
+
+def augment_argv(annotations, images, out, *more: str) -> list[str]:
+    return ["augment", "--annotations", str(annotations), "--images", str(images), "--out", str(out),
+            "--strategy", "all", "--quiet", *more]
+
+
+@pytest.mark.parametrize("where, relation", [
+    ("dataset", "holds the input"),            # --out is the folder holding instances.json and images/
+    ("parent", "holds the input"),             # a folder further up
+    ("images", "is the input"),
+    ("inside_images", "lies inside the input folder"),
+    ("json", "is the input"),
+    ("symlink", "holds the input"),            # a link to the dataset folder
+    ("relative", "holds the input"),           # ../ds from a working folder beside it
+])
+def test_augment_refuses_an_output_that_is_inside_or_holds_an_input(embedded_subset, tmp_path, monkeypatch, capsys,
+                                                                    where, relation):
+    annotations, images = copy_dataset(embedded_subset, tmp_path / "outer" / "ds")
+    (tmp_path / "link").symlink_to(tmp_path / "outer" / "ds")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    out = {"dataset": tmp_path / "outer" / "ds", "parent": tmp_path / "outer", "images": images,
+           "inside_images": images / "augmented", "json": annotations, "symlink": tmp_path / "link",
+           "relative": Path("../outer/ds")}[where]
+    before = file_digests(tmp_path)
+    assert_refused(capsys, augment_argv(annotations, images, out, "--overwrite"), "error: the output folder", relation)
+    assert file_digests(tmp_path) == before  # nothing written, nothing removed, no work folder
+    assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+
+
+def test_augment_writes_beside_its_inputs_and_overwrites_an_output_apart_from_them(embedded_subset, tmp_path, capsys):
+    annotations, images = copy_dataset(embedded_subset, tmp_path / "ds")
+    before = file_digests(tmp_path / "ds")
+    out = tmp_path / "ds" / "augmented"  # in the dataset folder, but neither an input nor around one
+    for extra in ((), ("--overwrite",)):
+        assert main(augment_argv(annotations, images, out, *extra)) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["images", "instances.json"]
+    assert {k: v for k, v in file_digests(tmp_path / "ds").items() if not k.startswith("augmented/")} == before
+
+
+@pytest.mark.parametrize("climb", ["../../", "absolute"])
+def test_augment_refuses_a_file_name_leading_out_of_the_image_folder(embedded_subset, tmp_path, capsys, climb):
+    annotations, images = copy_dataset(embedded_subset, tmp_path / "ds")
+    data = json.loads(annotations.read_text())
+    name = data["images"][0]["file_name"]
+    (images / name).rename(tmp_path / name)  # the file exists where the name points, beside --out
+    data["images"][0]["file_name"] = str(tmp_path / name) if climb == "absolute" else climb + name
+    annotations.write_text(json.dumps(data))
+    before = file_digests(tmp_path)
+    assert_refused(capsys, augment_argv(annotations, images, tmp_path / "out"),
+                   "'file_name'", repr(data["images"][0]["file_name"]), "leaves the image folder")
+    assert file_digests(tmp_path) == before
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-*"))
+
+
+def test_augment_copies_the_images_unless_told_to_link_them(embedded_subset, tmp_path):
+    annotations, images = copy_dataset(embedded_subset, tmp_path / "ds")
+    before = file_digests(tmp_path / "ds")
+    assert main(augment_argv(annotations, images, tmp_path / "copied")) == 0
+    assert main(augment_argv(annotations, images, tmp_path / "linked", "--link-images")) == 0
+    for image in json.loads(annotations.read_text())["images"]:
+        copied, linked = tmp_path / "copied" / "images" / image["file_name"], tmp_path / "linked" / "images" / image["file_name"]
+        assert copied.read_bytes() == linked.read_bytes() == (images / image["file_name"]).read_bytes()
+        assert not copied.samefile(images / image["file_name"]) and linked.samefile(images / image["file_name"])
+        with open(copied, "r+b") as handle:  # an editor saving over the output image, in place
+            handle.write(b"edited")
+    assert file_digests(tmp_path / "ds") == before  # editing the copies changed no input
+
+
+def test_leftover_work_folders_are_reported_and_removed(embedded_subset, tmp_path, capsys, caplog):
+    fcntl = pytest.importorskip("fcntl")  # the lock that marks a live run's folder
+    annotations, images = copy_dataset(embedded_subset, tmp_path / "ds")
+    for name in (".out-0123abcd", ".out-live0000", ".out-2-0123abcd", ".out-other"):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "images" / "x.png").write_bytes(b"\0" * 2_500_000)
+    live = os.open(tmp_path / ".out-live0000", os.O_RDONLY)  # a run that is still writing holds its folder
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        assert main(augment_argv(annotations, images, tmp_path / "out")) == 0
+    finally:
+        os.close(live)
+    printed = capsys.readouterr().out
+    assert f"removed {tmp_path / '.out-0123abcd'} (2.5 MB), a work folder left by an interrupted run" in printed
+    assert "left by an interrupted run" in caplog.text and ".out-0123abcd" in caplog.text
+    # the live run's folder, another output's ("out-2") and a name that is no work folder are kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out-2-0123abcd", ".out-live0000", ".out-other", "ds", "out"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_augment_removes_its_work_folder(embedded_subset, tmp_path, sig):
+    _, images = embedded_subset
+    annotations = write_subset(embedded_dataset("train")[0], tmp_path / "many.json", 400)
+    before = file_digests(images), annotations.read_bytes()
+
+    def busy() -> bool:  # mid-run: the work folder exists and holds images already
+        return any(len(list((work / "images").glob("*"))) >= 5 for work in tmp_path.glob(".out-*"))
+
+    code, err = interrupt_command(augment_argv(annotations, images, tmp_path / "out", "--workers", "1"), busy, sig)
+    # SIGTERM: ended by the signal, as it asks. Ctrl-C: Python's KeyboardInterrupt (which C code running at that
+    # moment may turn into another exception), so only "not a success"
+    assert (code == -sig) if sig == signal.SIGTERM else (code != 0), err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.json"]  # no work folder, no output
+    assert (file_digests(images), annotations.read_bytes()) == before

@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 
 from sodlib.augment import SmallObjectOversampler, oversample_coco, small_object_flags, write_oversampled_coco
 from sodlib.data import CocoDetection, embedded_dataset, load_coco
+from tests.conftest import assert_refused, file_digests
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_offline_json_round_trips_through_pycocotools(embedded_train, tmp_path):
         write_oversampled_coco(annotations, out, 2)
     write_oversampled_coco(annotations, out, 2, overwrite=True)
     assert len(load_coco(out).imgs) == len(flags) + flags.sum()
-    with pytest.raises(ValueError, match="is the input file"):
+    with pytest.raises(ValueError, match="is the input"):
         write_oversampled_coco(out, out, 2, overwrite=True)
 
 
@@ -174,3 +175,21 @@ def test_oversampled_view_lists_small_object_items_factor_times(embedded_train, 
         OversampledDataset(embedded_train, 0.9)
     with pytest.raises(ValueError, match="one boolean per item"):
         OversampledDataset(embedded_train, 2, has_small_objects=[True])
+
+
+@pytest.mark.parametrize("where, message", [
+    ("input", "is the input"),
+    ("symlink", "is the input"),                # a link to the input json
+    ("dataset", "holds the input"),             # the folder holding the input json
+    ("folder", "is a folder"),                  # a folder apart from the input: not a json path
+])
+def test_oversample_command_never_writes_over_its_input(tiny_coco_files, tmp_path, capsys, where, message):
+    annotations, _ = tiny_coco_files
+    (tmp_path / "link.json").symlink_to(annotations)
+    (tmp_path / "elsewhere").mkdir()
+    out = {"input": annotations, "symlink": tmp_path / "link.json", "dataset": annotations.parent,
+           "folder": tmp_path / "elsewhere"}[where]
+    before = file_digests(tmp_path)
+    assert_refused(capsys, ["oversample", "--annotations", str(annotations), "--out", str(out), "--factor", "2",
+                            "--overwrite"], message)
+    assert file_digests(tmp_path) == before

@@ -1,4 +1,4 @@
-"""The command line: `python -m sodlib data check` and the error path."""
+"""The command line: `python -m sodlib data check`, the error path, and data synth kept off the course's data."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from sodlib.cli import main
-from tests.conftest import write_coco
+from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES
+from tests.conftest import assert_refused, file_digests, write_coco
 
 
 def test_data_check_prints_counts(tiny_coco_files, capsys):
@@ -132,3 +133,41 @@ def test_data_check_prints_warnings_as_lines_and_exits_0(tmp_path, tiny_coco, ca
     assert "bbox of zero width or height" in err
     assert "far from their mask's pixel area (" in err and "(ids 9), e.g. id 9: bbox [5, 5, 38, 30]" in err
     assert digests(tmp_path) == before
+
+
+@pytest.fixture
+def course_data(tmp_path, monkeypatch) -> Path:
+    """Stand-ins for the course's datasets under tmp_path: the embedded splits (``datadir/embedded``, through
+    ``$SODLIB_DATA_DIR``) and coco-mini (``mini``, through ``$SODLIB_COCO_MINI``)."""
+    for root, files in ((tmp_path / "datadir" / "embedded", ["annotations/instances_train.json", "train/000000000001.jpg",
+                                                           "annotations/instances_val.json", "val/000000000001.jpg"]),
+                        (tmp_path / "mini", [str(COCO_MINI_ANNOTATIONS), f"{COCO_MINI_IMAGES}/1.jpg"])):
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(name)
+    monkeypatch.setenv("SODLIB_DATA_DIR", str(tmp_path / "datadir"))
+    monkeypatch.setenv("SODLIB_COCO_MINI", str(tmp_path / "mini"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, relation", [
+    (["synth", "--out", "datadir/embedded", "--overwrite"], "is the course dataset"),
+    (["synth", "--out", "datadir/embedded", "--split", "val", "--overwrite"], "is the course dataset"),
+    (["synth", "--out", "datadir/embedded/train"], "lies inside the course dataset folder"),
+    (["synth", "--out", "mini", "--split", str(COCO_MINI_IMAGES), "--overwrite"], "is the course dataset"),
+    (["synth-annotations", "--out", "datadir/embedded/annotations/instances_train.json"], "is the course dataset"),
+    (["synth-annotations", "--out", "datadir/embedded"], "holds the course dataset"),
+])
+def test_data_synth_never_writes_over_the_course_data(course_data, monkeypatch, capsys, argv, relation):
+    monkeypatch.chdir(course_data)
+    before = file_digests(course_data)
+    assert_refused(capsys, ["data", *argv, "--images", "2", *(["--workers", "1"] if argv[0] == "synth" else [])], relation)
+    assert file_digests(course_data) == before
+
+
+def test_data_synth_writes_beside_the_course_data(course_data, capsys):
+    before = file_digests(course_data / "datadir" / "embedded")
+    assert main(["data", "synth", "--out", str(course_data / "datadir"), "--images", "1", "--image-size", "64",
+                 "--workers", "1"]) == 0
+    assert (course_data / "datadir" / "annotations" / "instances_train.json").is_file()
+    assert file_digests(course_data / "datadir" / "embedded") == before

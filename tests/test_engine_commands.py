@@ -10,6 +10,7 @@ from sodlib.cli import main
 from sodlib.data import generate_synthetic_coco
 from sodlib.data.paths import CHECKOUT_DIR
 from sodlib.engine.runs import apply_overrides, datasets_from_config, load_run_config
+from tests.conftest import assert_refused, file_digests
 from tests.engine_fixtures import one_thread, tiny_run_config  # noqa: F401  (one_thread is used through pytestmark)
 
 
@@ -180,3 +181,59 @@ def test_train_on_your_own_coco_files_from_flags(config_file, tmp_path, capsys):
     assert main(["train", "--config", str(config_file), "--run-dir", str(tmp_path / "r2"), "--train-annotations",
                  str(annotations)]) == 2
     assert "--train-annotations and --train-images go together" in capsys.readouterr().err
+
+
+@pytest.fixture
+def data_files(tiny_coco_files, tmp_path) -> tuple[Path, Path, Path]:
+    """``(annotations, images, config)``: a tiny dataset in tmp_path and a run config that trains on it."""
+    annotations, images = tiny_coco_files
+    (tmp_path / "tiny.toml").write_text(tiny_run_config(annotations, images))
+    return annotations, images, tmp_path / "tiny.toml"
+
+
+@pytest.mark.parametrize("where, relation", [("images", "is the input"), ("inside", "lies inside the input folder"),
+                                             ("dataset", "holds the input")])
+def test_train_refuses_a_run_folder_on_its_data(data_files, tmp_path, capsys, where, relation):
+    annotations, images, config = data_files
+    run_dir = {"images": images, "inside": images / "run", "dataset": tmp_path}[where]
+    before = file_digests(tmp_path)
+    assert_refused(capsys, ["train", "--config", str(config), "--run-dir", str(run_dir), "--overwrite"],
+                   "error: the run folder (--run-dir)", relation)
+    assert file_digests(tmp_path) == before
+
+
+def test_train_refuses_a_run_folder_in_the_embedded_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SODLIB_DATA_DIR", str(tmp_path / "datadir"))  # a stand-in, never generated: refused first
+    (tmp_path / "datadir" / "embedded" / "train").mkdir(parents=True)
+    (tmp_path / "datadir" / "embedded" / "train" / "000000000001.jpg").write_bytes(b"jpeg")
+    config = tmp_path / "embedded.toml"
+    config.write_text('[data]\ntrain = "embedded:train"\nval = "none"\n')
+    before = file_digests(tmp_path)
+    assert_refused(capsys, ["train", "--config", str(config), "--run-dir", str(tmp_path / "datadir" / "embedded" / "train")],
+                   "is the input", "embedded/train")
+    assert file_digests(tmp_path) == before
+
+
+@pytest.mark.parametrize("where, relation", [("images", "is the input"), ("dataset", "holds the input"),
+                                             ("checkpoints", "holds the input")])
+def test_evaluate_refuses_an_output_on_its_inputs(data_files, tmp_path, capsys, where, relation):
+    annotations, images, _ = data_files
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"refused before it is read")
+    out = {"images": images, "dataset": tmp_path, "checkpoints": checkpoint.parent}[where]
+    before = file_digests(tmp_path)
+    assert_refused(capsys, ["evaluate", "--checkpoint", str(checkpoint), "--annotations", str(annotations), "--images",
+                            str(images), "--out", str(out), "--quiet"], "error: the output folder (--out)", relation)
+    assert file_digests(tmp_path) == before
+
+
+def test_experiment_refuses_a_results_folder_on_the_data(data_files, tmp_path, monkeypatch, capsys):
+    annotations, images, config = data_files
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "fast.toml").write_text(config.read_text())
+    monkeypatch.setenv("SODLIB_CONFIGS", str(tmp_path / "configs"))
+    before = file_digests(tmp_path)
+    assert_refused(capsys, ["experiment", "fast_baseline", "--quick", "--results-dir", str(images)],
+                   "error: the results folder (--results-dir)", "is the input")
+    assert file_digests(tmp_path) == before

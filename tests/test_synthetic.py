@@ -1,8 +1,8 @@
 """The embedded synthetic dataset: determinism, COCO validity, masks vs pixels vs areas, size mix, atomicity."""
 from __future__ import annotations
 
-import hashlib
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,9 @@ from sodlib.data.synthetic import (
     generate_synthetic_coco,
     uncompressed_rle,
 )
+from tests.conftest import file_digests, interrupt_command
 
 IMAGE_SIZE = 256
-
-
-def file_digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +249,14 @@ def test_embedded_dataset_generates_once_and_regenerates_on_a_new_version(tmp_pa
 
     with pytest.raises(ValueError, match="split"):
         embedded_dataset("test", root=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_stopped_synth_removes_its_work_folder(tmp_path):
+    def busy() -> bool:  # mid-run: the work folder holds images already
+        return any(len(list((work / "train").glob("*.jpg"))) >= 5 for work in tmp_path.glob("out/.synth-train-*"))
+
+    code, err = interrupt_command(["data", "synth", "--out", str(tmp_path / "out"), "--images", "5000",
+                                   "--image-size", "64", "--workers", "1"], busy)
+    assert code == -signal.SIGTERM, err[-2000:]
+    assert list((tmp_path / "out").iterdir()) == []

@@ -1,9 +1,10 @@
 """Commands ``python -m sodlib augment`` and ``python -m sodlib oversample`` (offline, after Kisantal et al.).
 
 - ``augment --annotations FILE --images DIR --out DIR --strategy one|several|all [--count K]
-  [--setting original+augmented|augmented] [--seed S] [--allow-overlap] [--edge-blur 3|5] [--format png|jpg] [--workers N]``:
-  writes ``DIR/instances.json`` and ``DIR/images/`` with small objects copy-pasted
-  (:func:`sodlib.augment.copy_paste_coco`).
+  [--setting original+augmented|augmented] [--seed S] [--allow-overlap] [--edge-blur 3|5] [--format png|jpg] [--workers N]
+  [--link-images] [--overwrite]``: writes ``DIR/instances.json`` and ``DIR/images/`` with small objects copy-pasted
+  (:func:`sodlib.augment.copy_paste_coco`); the unchanged images are copied (hard-linked with ``--link-images``).
+  ``DIR`` must be apart from the inputs; work folders of an interrupted run for ``DIR`` are removed and named.
 - ``oversample --annotations FILE --out FILE --factor F [--seed S]``: writes a json in which every image
   holding a small object appears ``F`` times (:func:`sodlib.augment.write_oversampled_coco`); it names the same
   image files, so train with the original image folder.
@@ -22,8 +23,10 @@ def _augment(args: argparse.Namespace) -> int:
                                  max_rotation_degrees=args.rotation, border_margin=args.margin,
                                  allow_overlap=args.allow_overlap, edge_blur=args.edge_blur)
     result = copy_paste_coco(args.annotations, args.images, args.out, settings, setting=args.setting, seed=args.seed,
-                             image_format=args.format, overwrite=args.overwrite, workers=args.workers,
-                             progress=not args.quiet)
+                             image_format=args.format, overwrite=args.overwrite, link_images=args.link_images,
+                             workers=args.workers, progress=not args.quiet)
+    for folder, size in result.leftovers_removed:
+        print(f"removed {folder} ({size / 1e6:.1f} MB), a work folder left by an interrupted run")
     counts = result.counts
     print(f"wrote {result.annotations} ({result.images} images, {result.augmented_images} with pasted objects, "
           f"{result.annotations_written} annotations) and the images in {result.image_dir}")
@@ -48,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     description="Copy-paste small objects (Kisantal et al.) and write a COCO dataset.")
     augment.add_argument("--annotations", required=True, help="input COCO instances json (with masks)")
     augment.add_argument("--images", required=True, help="folder of the input images")
-    augment.add_argument("--out", required=True, help="output folder (gets instances.json and images/)")
+    augment.add_argument("--out", required=True,
+                         help="output folder (gets instances.json and images/ with copies of the unchanged images); "
+                              "apart from the inputs")
     augment.add_argument("--strategy", required=True, choices=STRATEGIES,
                          help="one: one object pasted COUNT times; several: COUNT objects once each; "
                               "all: every small object COUNT times")
@@ -64,7 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     augment.add_argument("--edge-blur", type=int, default=None, help="Gaussian kernel size for the pasted outline (3 or 5)")
     augment.add_argument("--format", choices=tuple(IMAGE_FORMATS), default="png", help="format of augmented images")
     augment.add_argument("--workers", type=int, default=1, help="processes doing the images (same output for any number)")
-    augment.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    augment.add_argument("--link-images", action="store_true",
+                         help="hard-link the unchanged images instead of copying them (saves space, but an output "
+                              "image is then the same file as its source: editing one edits the other)")
+    augment.add_argument("--overwrite", action="store_true",
+                         help="replace an existing output folder (never an input, nor a folder holding one)")
     augment.add_argument("--quiet", action="store_true", help="no progress bar")
     augment.set_defaults(func=_augment)
 

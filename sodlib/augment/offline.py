@@ -13,15 +13,23 @@ Images without small objects are kept as they are. An image with small objects w
 (no copyable object, no free place) still gets its copy in ``"original+augmented"``, pointing at the original
 file, so that the setting stays a 2x oversampling of those images.
 
-Output under ``out_dir``: ``instances.json`` and ``images/`` (originals hard-linked where the file system allows,
-else copied; augmented images as ``<name>_copy_paste.png``, lossless, or ``.jpg``). Pasted annotations carry a
+Output under ``out_dir``: ``instances.json`` and ``images/`` (originals copied, so that editing an output image
+never edits the dataset; hard-linked with ``link_images=True``, which saves the space but shares the files;
+augmented images as ``<name>_copy_paste.png``, lossless, or ``.jpg``). Pasted annotations carry a
 compressed RLE ``segmentation``, ``area`` = its pixel count, ``bbox`` = its tight box, the source's
 ``category_id``, ``iscrowd = 0`` and ``"copy_pasted_from"``: the source annotation's id. Original annotations
 are written unchanged (copies on a new image get new ids and the new ``image_id`` only).
 
-Everything is written to a temporary folder beside ``out_dir`` and renamed into place at the end: a failure
-leaves nothing half-written. Image ``i`` draws from ``numpy.random.default_rng([seed, i])``, so the output does
-not depend on the order of the images.
+Nothing is lost or written elsewhere: ``out_dir`` must be apart from the inputs (not the json or the image
+folder, not inside the image folder, not holding either), and every ``file_name`` must be a relative path that
+stays inside the image folder (no ``..``, not absolute), so that every output lies under ``out_dir``; both are
+checked before any work. Everything is written to a work folder ``.<out name>-<8 characters>`` beside
+``out_dir`` and renamed into place at the end: a failure, Ctrl-C or SIGTERM leaves nothing half-written (the
+work folder is removed, then SIGTERM ends the process as it asks). Work folders that a killed run (SIGKILL, a
+lost machine) left for the same ``out_dir`` are removed, with a warning, when the next run starts.
+
+Image ``i`` draws from ``numpy.random.default_rng([seed, i])``, so the output does not depend on the order of
+the images.
 """
 from __future__ import annotations
 
@@ -30,8 +38,7 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +50,9 @@ from tqdm.auto import tqdm
 
 from sodlib.augment.copy_paste import CopyPasteSettings, PasteCounts, copy_paste_small_objects
 from sodlib.augment.masks import is_small_object
-from sodlib.data.coco import CocoFormatError, load_coco
-from sodlib.data.files import write_json_atomically
+from sodlib.data.coco import CocoFormatError, check_image_files, load_coco
+from sodlib.data.files import (check_output_apart_from_inputs, remove_leftover_work_folders, sigterm_unwinds,
+                               work_folder_beside, write_json_atomically)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,8 @@ IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg"}
 @dataclass
 class OfflineCopyPasteResult:
     """What :func:`copy_paste_coco` wrote: ``annotations`` (json path), ``image_dir``, ``images`` (records
-    written), ``augmented_images`` (files with pasted objects), ``annotations_written``, and ``counts``."""
+    written), ``augmented_images`` (files with pasted objects), ``annotations_written``, ``counts``, and
+    ``leftovers_removed``: ``[(folder, bytes)]`` of the work folders of interrupted runs removed first."""
 
     annotations: Path
     image_dir: Path
@@ -63,6 +72,7 @@ class OfflineCopyPasteResult:
     augmented_images: int
     annotations_written: int
     counts: PasteCounts
+    leftovers_removed: list[tuple[Path, int]] = field(default_factory=list)
 
 
 def _check_arguments(setting: str, image_format: str, seed: int, out_dir: Path, overwrite: bool) -> None:
@@ -75,6 +85,18 @@ def _check_arguments(setting: str, image_format: str, seed: int, out_dir: Path, 
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     if out_dir.exists() and not overwrite:
         raise ValueError(f"{out_dir} already exists; fix: pass overwrite=True (--overwrite) or another output folder")
+
+
+def _check_file_names(data: dict, source: str) -> None:
+    """Refuse a ``file_name`` that is absolute or climbs out of the image folder (``..``): its copy and its
+    augmented image would be written outside ``out_dir``."""
+    bad = [image for image in data["images"]
+           if Path(image["file_name"]).anchor or ".." in Path(image["file_name"]).parts]
+    if bad:
+        examples = ", ".join(f"id {image['id']}: {image['file_name']!r}" for image in bad[:5])
+        raise CocoFormatError(source, [f"{len(bad)} image file_name(s) are absolute or contain '..' ({examples}); "
+                                       "their outputs would be written outside the output folder; fix: file names "
+                                       "relative to the image folder, inside it"])
 
 
 def _check_masks(coco: COCO, source: str) -> None:
@@ -111,12 +133,17 @@ def pasted_annotation(mask: np.ndarray, category_id: int, source_id: int) -> dic
             "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0, "copy_pasted_from": int(source_id)}
 
 
-def _place_file(source: Path, destination: Path) -> None:
+def _place_file(source: Path, destination: Path, link: bool) -> None:
+    """Copy ``source`` to ``destination`` (:func:`shutil.copy2`), or hard-link it with ``link`` (copied where
+    the file system cannot link)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copyfile(source, destination)
+    if link:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, destination)
 
 
 def _augmented_name(file_name: str, image_format: str) -> str:
@@ -176,42 +203,51 @@ def _augment_image(image_id: int) -> tuple[int, str | None, list[dict], PasteCou
 
 def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     settings: CopyPasteSettings = CopyPasteSettings(), *, setting: str = "original+augmented",
-                    seed: int = 0, image_format: str = "png", overwrite: bool = False, workers: int = 1,
-                    progress: bool = True) -> OfflineCopyPasteResult:
+                    seed: int = 0, image_format: str = "png", overwrite: bool = False, link_images: bool = False,
+                    workers: int = 1, progress: bool = True) -> OfflineCopyPasteResult:
     """Write a copy-pasted COCO dataset to ``out_dir`` (``instances.json`` + ``images/``; module docstring).
 
+    The inputs are only read: ``out_dir`` must be apart from them, and the images kept as they are are copied
+    into ``out_dir/images``, unless ``link_images``.
+
     Args:
-        annotations: the input instances json (must have masks).
+        annotations: the input instances json (must have masks; every ``file_name`` relative, without ``..``).
         image_dir: the folder of its images (every file is checked up front).
-        out_dir: the output folder; must not exist unless ``overwrite``.
+        out_dir: the output folder; must not exist unless ``overwrite``, and must not be an input, lie inside
+            the image folder or hold an input.
         settings: strategy, count and the paste rules (:class:`sodlib.augment.CopyPasteSettings`).
         setting: ``"original+augmented"`` or ``"augmented"``.
         seed: image ``i`` draws from ``numpy.random.default_rng([seed, i])``.
         image_format: ``"png"`` or ``"jpg"`` (quality 95) for the augmented images.
         overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        link_images: hard-link the unchanged images instead of copying them: no extra space, but an output
+            file and its source are then the same file, so editing one edits the other.
         workers: processes doing the images (the output is the same bytes for any number).
         progress: show a progress bar.
 
     Raises:
-        ValueError: a bad argument; FileNotFoundError: a missing file or folder;
-        CocoFormatError: a malformed json, or annotations without masks. All before anything is written.
+        ValueError: a bad argument, or ``out_dir`` not apart from the inputs; FileNotFoundError: a missing file
+        or folder; CocoFormatError: a malformed json, a ``file_name`` leading out of the image folder, or
+        annotations without masks. All before anything is written.
     """
     out_dir = Path(out_dir)
     if not isinstance(settings, CopyPasteSettings):
         raise ValueError(f"settings must be a sodlib.augment.CopyPasteSettings, got {type(settings).__name__}")
+    image_dir = Path(image_dir)
+    check_output_apart_from_inputs(out_dir, [annotations, image_dir], what="the output folder (out_dir, --out)")
     _check_arguments(setting, image_format, seed, out_dir, overwrite)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an integer >= 1 (processes doing the images)")
-    image_dir = Path(image_dir)
-    coco = load_coco(annotations, image_dir, check_images=True)
+    coco = load_coco(annotations)
+    _check_file_names(coco.dataset, str(annotations))
+    check_image_files(coco.dataset, image_dir, source=str(annotations))
     _check_masks(coco, str(annotations))
     data = coco.dataset
     image_ids = sorted(coco.imgs)
     workers = min(int(workers), max(len(image_ids), 1))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    leftovers = remove_leftover_work_folders(out_dir)
+    with sigterm_unwinds(), work_folder_beside(out_dir) as temporary:  # removed on any failure, Ctrl-C or SIGTERM
         (temporary / "images").mkdir()
         job = _Job(coco, image_dir, temporary / "images", settings, int(seed), image_format)
         images_out, annotations_out = [], []
@@ -232,7 +268,7 @@ def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike
                 counts += image_counts
                 augmented_files += int(new_file is not None)
                 if setting == "original+augmented" or new_file is None:
-                    _place_file(image_dir / image["file_name"], temporary / "images" / image["file_name"])
+                    _place_file(image_dir / image["file_name"], temporary / "images" / image["file_name"], link_images)
                     images_out.append(copy.deepcopy(image))
                     annotations_out.extend(copy.deepcopy(annotations_of_image))
                 if not has_small or (setting == "augmented" and new_file is None):
@@ -263,24 +299,21 @@ def copy_paste_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike
         document["images"], document["annotations"] = images_out, annotations_out
         write_json_atomically(document, temporary / "instances.json")
         _move_into_place(temporary, out_dir, overwrite)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     logger.info("wrote %s: %d images (%d augmented), %d annotations; %s", out_dir, len(images_out), augmented_files,
                 len(annotations_out), counts.as_dict())
     return OfflineCopyPasteResult(annotations=out_dir / "instances.json", image_dir=out_dir / "images",
                                   images=len(images_out), augmented_images=augmented_files,
-                                  annotations_written=len(annotations_out), counts=counts)
+                                  annotations_written=len(annotations_out), counts=counts, leftovers_removed=leftovers)
 
 
 def _move_into_place(temporary: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished ``temporary`` folder to ``out_dir``; an old ``out_dir`` is removed only after."""
-    os.chmod(temporary, 0o755)  # mkdtemp makes it private
+    """Rename the finished ``temporary`` folder to ``out_dir``; an old ``out_dir`` is moved into a work folder
+    of its own first and removed only after."""
     if out_dir.exists():
         if not overwrite:
             raise ValueError(f"{out_dir} appeared while writing; fix: pass overwrite=True or another output folder")
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "previous")
-        os.replace(temporary, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        with work_folder_beside(out_dir) as old:
+            os.replace(out_dir, old / "previous")
+            os.replace(temporary, out_dir)
     else:
         os.replace(temporary, out_dir)

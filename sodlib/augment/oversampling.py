@@ -34,7 +34,7 @@ import torch
 
 from sodlib.augment.masks import SMALL_AREA_MAX, is_small_object
 from sodlib.data.coco import load_coco
-from sodlib.data.files import write_json_atomically
+from sodlib.data.files import check_output_apart_from_inputs, write_json_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +237,19 @@ def write_oversampled_coco(annotations: str | os.PathLike, out: str | os.PathLik
     """Read a COCO json, oversample it (:func:`oversample_coco`) and write the result atomically.
 
     The images are not copied: the written json names the same files, so use it with the same image folder.
-    Returns ``(out path, images with small objects, images written)``. Raises ValueError for a bad factor or an
-    existing ``out`` without ``overwrite`` (before reading anything), and :class:`sodlib.data.CocoFormatError`
+    Returns ``(out path, images with small objects, images written)``. Raises ValueError for a bad factor, an
+    ``out`` that is the input or a folder holding it (:func:`sodlib.data.files.check_output_apart_from_inputs`)
+    or an existing ``out`` without ``overwrite`` (before reading anything), and :class:`sodlib.data.CocoFormatError`
     for a malformed input.
     """
     factor = check_factor(factor)
     out = Path(out)
+    check_output_apart_from_inputs(out, [annotations], what="the output file (out, --out)")
+    if out.is_dir():
+        raise ValueError(f"the output {out} is a folder; fix: pass the path of the json file to write, "
+                         f"e.g. {out / 'instances_oversampled.json'}")
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists; fix: pass overwrite=True (--overwrite) or another output path")
-    if Path(annotations).resolve() == out.resolve():
-        raise ValueError(f"the output {out} is the input file; fix: write the oversampled json to another path")
     data = load_coco(annotations).dataset
     document = oversample_coco(data, factor, seed, small_area_max)
     with_small = int(images_with_small_objects(data, small_area_max).sum())

@@ -6,6 +6,9 @@
 - ``data check FILE [--images DIR] [--workers N]``: validate an instances json (and, with ``--images``, decode
   every image and compare its size with the json's), print the warnings as ``warning: ...`` lines on stderr,
   and print its size-bin counts.
+
+``synth`` and ``synth-annotations`` read nothing, but they never write over, into or around the datasets the
+course reads (the embedded splits, coco-mini where it is): with ``--overwrite`` that would replace them.
 """
 from __future__ import annotations
 
@@ -13,11 +16,25 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from pycocotools.coco import COCO
 
 from sodlib.data.coco import load_coco
+from sodlib.data.files import check_output_apart_from_inputs
 from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin
+
+
+def _check_apart_from_course_data(output: Path, what: str) -> None:
+    """Refuse an ``output`` that is, lies inside or holds the embedded dataset's files or coco-mini's."""
+    from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES, coco_mini_dir
+    from sodlib.data.synthetic import EMBEDDED_SPLITS, embedded_paths
+
+    course = [path for split in EMBEDDED_SPLITS for path in embedded_paths(split)]
+    mini = coco_mini_dir()
+    if mini is not None:
+        course += [mini / COCO_MINI_ANNOTATIONS, mini / COCO_MINI_IMAGES]
+    check_output_apart_from_inputs(output, course, what=what, kind="course dataset")
 
 
 def _embedded(args: argparse.Namespace) -> int:
@@ -32,6 +49,9 @@ def _embedded(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from sodlib.data.synthetic import generate_synthetic_coco
 
+    out = Path(args.out)
+    _check_apart_from_course_data(out / args.split, "the split's image folder (--out, --split)")
+    _check_apart_from_course_data(out / "annotations" / f"instances_{args.split}.json", "the split's json (--out, --split)")
     start = time.perf_counter()
     path = generate_synthetic_coco(args.out, args.images, args.seed, split=args.split, image_size=args.image_size,
                                    workers=args.workers, overwrite=args.overwrite)
@@ -42,6 +62,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _synth_annotations(args: argparse.Namespace) -> int:
     from sodlib.data.synthetic import generate_annotation_only_coco
 
+    _check_apart_from_course_data(Path(args.out), "the output json (--out)")
     start = time.perf_counter()
     path = generate_annotation_only_coco(args.out, num_images=args.images, num_objects=args.objects, seed=args.seed)
     print(f"wrote {path} ({args.images} images, {args.objects} objects) in {time.perf_counter() - start:.1f} s")

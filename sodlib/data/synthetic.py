@@ -94,7 +94,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
-from sodlib.data.files import write_text_atomically
+from sodlib.data.files import sigterm_unwinds, write_text_atomically
 from sodlib.data.masks import mask_box
 from sodlib.data.paths import data_dir
 
@@ -578,6 +578,7 @@ def _dump_json(document: dict) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
+@sigterm_unwinds()
 def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: int, *, split: str = "train",
                             image_size: int = 512, workers: int | None = None, progress: bool = True,
                             overwrite: bool = False) -> Path:
@@ -598,8 +599,9 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
         overwrite: replace an existing ``<split>`` folder and json instead of refusing.
 
     Nothing is half-written: images and json go to a temporary folder inside ``out_dir`` that is removed on
-    failure; at the end the image folder and then the json are renamed into place (the json, written last,
-    marks a complete dataset).
+    failure, Ctrl-C or SIGTERM (:func:`sodlib.data.files.sigterm_unwinds`, active during the call); at the end
+    the image folder and then the json are renamed into place (the json, written last, marks a complete
+    dataset).
 
     Raises ``ValueError`` (naming the argument and the fix) for ``num_images < 1``, ``image_size < 64``,
     ``workers < 1``, a bad split name, or an existing split when ``overwrite`` is false.
@@ -894,6 +896,15 @@ def _folder_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def embedded_paths(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` where the embedded dataset's ``split`` lives under ``root`` (default
+    ``data_dir() / "embedded"``), without generating it: for the commands that must not write over it."""
+    if split not in EMBEDDED_SPLITS:
+        raise ValueError(f"split={split!r} is not an embedded split; use one of {', '.join(EMBEDDED_SPLITS)}")
+    root = Path(root) if root is not None else data_dir() / "embedded"
+    return root / "annotations" / f"instances_{split}.json", root / split
+
+
 def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """``(annotation json, image folder)`` of the embedded dataset's ``split``, generated on first use.
 
@@ -904,11 +915,8 @@ def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None
     differs (the generator changed), the split is generated again. A file lock makes concurrent callers
     (e.g. pytest-xdist workers) wait for one generation instead of racing.
     """
-    if split not in EMBEDDED_SPLITS:
-        raise ValueError(f"split={split!r} is not an embedded split; use one of {', '.join(EMBEDDED_SPLITS)}")
-    root = Path(root) if root is not None else data_dir() / "embedded"
-    json_path = root / "annotations" / f"instances_{split}.json"
-    image_folder = root / split
+    json_path, image_folder = embedded_paths(split, root)
+    root = image_folder.parent
     stamp_path = root / f"stamp_{split}.json"
     wanted = _stamp(split)
     with _folder_lock(root):

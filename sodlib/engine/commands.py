@@ -41,11 +41,12 @@ def _command_line() -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sodlib.engine.runs import apply_overrides, check_run_config, load_run_config, run_training
+    from sodlib.engine.runs import apply_overrides, check_run_config, check_run_dir, load_run_config, run_training
 
     config = apply_overrides(load_run_config(args.config), args.set)
     config = check_run_config(with_data_flags(config, args), "--train-annotations / --val-annotations")
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    check_run_dir(config, run_dir)
     first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
     resume = args.resume or (args.resume_if_present and (run_dir / "checkpoints" / "last.pt").is_file())
     if first_process and run_dir.exists() and any(run_dir.iterdir()) and not resume and not args.overwrite:
@@ -96,6 +97,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from sodlib.data import CocoDetection, embedded_dataset
+    from sodlib.data.files import check_output_apart_from_inputs
+    from sodlib.data.synthetic import embedded_paths
     from sodlib.engine.checkpoint import load_checkpoint
     from sodlib.engine.runs import hardware_description
     from sodlib.eval import per_category_ap, run_cocoeval
@@ -106,6 +109,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if (args.annotations is None) != (args.images is None):
         raise ValueError("--annotations and --images go together (or use --split for the embedded dataset)")
     checkpoint_path = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint_path.parent.parent / f"eval_{args.split if args.annotations is None else 'custom'}"
+    data = (args.annotations, args.images) if args.annotations is not None else embedded_paths(args.split)
+    check_output_apart_from_inputs(out, [*data, checkpoint_path], what="the output folder (--out)")
     checkpoint = load_checkpoint(checkpoint_path)
     if checkpoint.get("model_config") is None:
         raise ValueError(f"{checkpoint_path} does not record how its model was built (model_config); it was not "
@@ -117,7 +123,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     model.load_state_dict(checkpoint["model"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else checkpoint_path.parent.parent / f"eval_{args.split if args.annotations is None else 'custom'}"
     started = time.perf_counter()
     metrics = evaluate(model, dataset, bins or None, batch_size=args.batch_size, results_path=out / "detections.json",
                        progress=not args.quiet, label_to_category_id=label_map)
@@ -156,7 +161,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train``, ``evaluate`` and ``experiment`` sub-commands."""
     train = subparsers.add_parser("train", help="train and evaluate a detector from a config file (works under torchrun)")
     train.add_argument("--config", required=True, help="run configuration (.toml or .json), e.g. configs/fast.toml")
-    train.add_argument("--run-dir", default=None, help="run folder (default runs/<config name>)")
+    train.add_argument("--run-dir", default=None,
+                       help="run folder (default runs/<config name>); apart from the data the config names")
     train.add_argument("--resume", action="store_true",
                        help="continue from <run-dir>/checkpoints/last.pt (refused when there is none)")
     train.add_argument("--resume-if-present", action="store_true",
@@ -181,7 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="an extra area bin in pixels^2, e.g. tiny=0,256 (repeatable)")
     evaluate.add_argument("--batch-size", type=int, default=4)
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    evaluate.add_argument("--out", default=None, help="output folder (default <run-dir>/eval_<split>)")
+    evaluate.add_argument("--out", default=None,
+                          help="output folder (default <run-dir>/eval_<split>); apart from the data and the checkpoint")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_evaluate)
 
@@ -192,5 +199,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="override a setting of every run (written as NAME_custom.json)")
     experiment.add_argument("--seed", type=int, default=None,
                             help="[train] seed of every run (written as NAME_seedS.json; one file per seed)")
-    experiment.add_argument("--results-dir", default=None, help="where the results json goes (default notebooks/results)")
+    experiment.add_argument("--results-dir", default=None,
+                            help="where the results json goes (default notebooks/results); apart from the runs' data")
     experiment.set_defaults(func=_experiment)

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sodlib.data.files import check_output_apart_from_inputs
 from sodlib.data.paths import CHECKOUT_DIR
-from sodlib.engine.runs import apply_overrides, hardware_description, load_run_config, run_training
+from sodlib.engine.runs import apply_overrides, check_run_dir, data_paths, hardware_description, load_run_config, run_training
 
 __all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "load_experiment_results", "configs_dir", "default_results_dir"]
 
@@ -115,7 +116,9 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     ``overrides`` (``["train.epochs=12"]``) change every run's configuration; the record keeps the configuration
     as run, and a run with overrides is written as ``NAME_custom.json`` so that it never passes for the
     configuration in ``configs/``. ``seed`` sets ``[train] seed`` of every run and writes ``NAME_seedS.json``
-    (``NAME_seedS_custom.json`` with overrides too)."""
+    (``NAME_seedS_custom.json`` with overrides too). Every configuration is read and checked before the first
+    run, and so are the folders: no run folder and no ``results_dir`` may be, lie inside or hold the data a run
+    reads."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment {name!r} is unknown; known: {', '.join(EXPERIMENTS)} (python -m sodlib experiment list)")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -132,10 +135,13 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     base = f"{name}_seed{seed}" if seed is not None else name
     tag = f"{base}_quick" if quick else f"{base}_custom" if overrides else base
     runs_root = Path(runs_root) if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
+    out = Path(results_dir) if results_dir is not None else default_results_dir()
+    for run_name, config in configs.items():  # no folder written over, into or around the data it reads
+        check_run_dir(config, runs_root / tag / run_name, what=f"run {run_name!r}'s folder")
+        check_output_apart_from_inputs(out, data_paths(config), what="the results folder (--results-dir)")
     hardware_before = hardware_description()
     started = time.perf_counter()
     started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    out = Path(results_dir) if results_dir is not None else default_results_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{tag}.json"
     runs: dict[str, Any] = {}

@@ -40,10 +40,11 @@ import torch
 
 from sodlib.checks import refuse_unknown_names
 from sodlib.data.dataset import CocoDetection
+from sodlib.data.files import check_output_apart_from_inputs
 from sodlib.engine.config import TrainConfig, read_config_file
 
-__all__ = ["load_run_config", "apply_overrides", "model_name", "build_run_model", "datasets_from_config", "run_training", "hardware_description",
-           "write_error_figures"]
+__all__ = ["load_run_config", "apply_overrides", "model_name", "build_run_model", "datasets_from_config", "data_paths",
+           "check_run_dir", "run_training", "hardware_description", "write_error_figures"]
 
 SECTIONS = ("data", "model", "train", "evaluate")
 
@@ -144,21 +145,48 @@ def check_augmentation(data: Mapping[str, Any]) -> None:
             raise ValueError(f"[data] copy_paste: {error}") from None
 
 
-def _dataset(data: Mapping[str, Any], split: str, **options: Any) -> CocoDetection | None:
-    from sodlib.data.synthetic import embedded_dataset
-
+def _split_source(data: Mapping[str, Any], split: str) -> tuple[Any, Any] | str | None:
+    """Where a ``[data]`` split comes from: ``(annotations, images)`` given in the table, the name of an
+    embedded split (``"train"`` / ``"val"``), or ``None`` for ``"none"``."""
     annotations, images = data.get(f"{split}_annotations"), data.get(f"{split}_images")
     if annotations is not None or images is not None:
         if annotations is None or images is None:
             raise ValueError(f"[data] needs both {split}_annotations and {split}_images (or neither)")
-        return CocoDetection(annotations, images, **options)
+        return annotations, images
     source = data.get(split, f"embedded:{split}")
     if source == "none":
         return None
     if not isinstance(source, str) or not source.startswith("embedded:") or source.split(":", 1)[1] not in ("train", "val"):
         raise ValueError(f"[data] {split}={source!r}: use 'embedded:train', 'embedded:val', 'none', "
                          f"or give {split}_annotations and {split}_images")
-    return CocoDetection(*embedded_dataset(source.split(":", 1)[1]), **options)
+    return source.split(":", 1)[1]
+
+
+def _dataset(data: Mapping[str, Any], split: str, **options: Any) -> CocoDetection | None:
+    from sodlib.data.synthetic import embedded_dataset
+
+    source = _split_source(data, split)
+    if source is None:
+        return None
+    return CocoDetection(*(embedded_dataset(source) if isinstance(source, str) else source), **options)
+
+
+def data_paths(config: Mapping[str, Any]) -> list[Path]:
+    """The files a run configuration reads: each split's annotation json and image folder (where the embedded
+    dataset lives for ``embedded:...``, without generating it)."""
+    from sodlib.data.synthetic import embedded_paths
+
+    paths: list[Path] = []
+    for split in ("train", "val"):
+        source = _split_source(config.get("data", {}), split)
+        if source is not None:
+            paths += [Path(p) for p in (embedded_paths(source) if isinstance(source, str) else source)]
+    return paths
+
+
+def check_run_dir(config: Mapping[str, Any], run_dir: str | os.PathLike, what: str = "the run folder (--run-dir)") -> None:
+    """Refuse a run folder that is, lies inside or holds a file the configuration reads (:func:`data_paths`)."""
+    check_output_apart_from_inputs(run_dir, data_paths(config), what=what)
 
 
 def datasets_from_config(config: Mapping[str, Any]) -> tuple[Any, CocoDetection | None]:
@@ -243,9 +271,11 @@ def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resum
                  command: str | None = None) -> dict[str, Any]:
     """Train and evaluate one run configuration into ``run_dir``; returns the summary also written to
     ``summary.json`` (metrics, training seconds, seeds, hardware, command). Under ``torchrun`` every process
-    calls this; rank 0 writes the files."""
+    calls this; rank 0 writes the files. A ``run_dir`` that is, lies inside or holds one of the data files is
+    refused first (:func:`check_run_dir`)."""
     config = check_run_config(config)
     run_dir = Path(run_dir)
+    check_run_dir(config, run_dir)
     train_set, val_set = datasets_from_config(config)
     train_values = dict(config["train"], run_dir=str(run_dir))
     if resume:
