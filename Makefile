@@ -33,7 +33,7 @@ data: install
 	$(PY) -m sodlib data embedded
 
 lab: data
-	$(PY) scripts/lab.py --port $(PORT)
+	$(PY) scripts/lab.py --port $(PORT) $(if $(COPY),--copy $(COPY))
 
 lab-check: data
 	$(PY) scripts/lab.py --port $(PORT) --check

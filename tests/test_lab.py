@@ -22,6 +22,23 @@ def test_lab_serves_the_course_notebooks():
     notebooks = sorted(path.name for path in (ROOT / "notebooks").glob("*.ipynb"))
     assert f"JupyterLab serves {len(notebooks)} notebooks" in result.stdout
     assert "Open the course at: http://127.0.0.1:" in result.stdout and "/lab?token=" in result.stdout
+    assert "news pop-up setting (fetchNews): 'false'" in result.stdout  # no "Jupyter news?" question on any page
+
+
+@pytest.mark.slow
+def test_lab_serves_a_copy_and_keeps_a_students_work(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "00_start_here.ipynb").write_text("{}")  # a student's own version, not to be overwritten
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "lab.py"), "--port", "0", "--check", "--copy",
+                             str(work)], capture_output=True, text=True, timeout=180)
+    notebooks = sorted(path.name for path in (ROOT / "notebooks").glob("*.ipynb"))
+    assert f"({len(notebooks)} file(s) copied now" in result.stdout  # the other notebooks and REFERENCES.md
+    assert (work / "00_start_here.ipynb").read_text() == "{}"
+    assert sorted(p.name for p in work.glob("*.ipynb")) == notebooks and (work / "REFERENCES.md").is_file()
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "lab.py"), "--check", "--copy",
+                              str(ROOT / "notebooks")], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "own notebooks folder" in refused.stderr
 
 
 @pytest.mark.slow
