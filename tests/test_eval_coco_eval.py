@@ -20,6 +20,9 @@ from sodlib.eval.evaluate import dataset_categories, label_map_for
 
 IMAGE_SIDE = 160
 
+# the hand-made ground truth sets areas apart from its polygons on purpose (the size bins follow the area field)
+pytestmark = pytest.mark.filterwarnings("ignore::sodlib.data.coco.CocoWarning")
+
 
 def _ground_truth(seed: int = 0, num_images: int = 12) -> dict:
     """Images with objects of every size bin (sides 3..120 px), three categories, a few crowd regions."""
