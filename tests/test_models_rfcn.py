@@ -127,3 +127,48 @@ def test_the_fast_rfcn_config_is_fast_toml_with_the_rfcn_model():
     model = build_run_model(config, 7)
     assert model.build_options["name"] == "rfcn" and model.roi_heads.head.k == 7
     assert model.transform.min_size == (fast["model"]["min_size"],)
+
+
+def test_jittered_boxes_overlap_their_source_as_iou_net_samples_them():
+    from torchvision.ops import box_iou
+
+    from sodlib.models.rfcn import jitter_boxes
+
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 30.0], [50.0, 50.0, 58.0, 66.0]])
+    jittered, iou = jitter_boxes(boxes, 200, torch.Generator().manual_seed(0))
+    assert 100 < len(jittered) <= 400 and (iou >= 0.5).all() and (iou <= 1.0).all()
+    best = box_iou(jittered, boxes).max(dim=1).values
+    torch.testing.assert_close(best, iou)  # each keeps its IoU with its own source
+    assert len(jitter_boxes(boxes[:0], 5)[0]) == 0
+
+
+def test_the_iou_branch_trains_and_refinement_climbs_the_predicted_iou():
+    model = tiny_rfcn(iou_head=True, refine_steps=3)
+    images, targets = batch()
+    model.train()
+    losses = model(images, targets)
+    assert "loss_iou" in losses and torch.isfinite(losses["loss_iou"]) and losses["loss_iou"] > 0
+    sum(losses.values()).backward()
+    assert model.roi_heads.head.iou_maps.weight.grad.abs().sum() > 0
+    model.eval()
+    heads = model.roi_heads
+    with torch.no_grad():  # a fixed example whose predicted IoU varies with the box well above rounding
+        heads.head.iou_maps.weight.copy_(torch.randn(heads.head.iou_maps.weight.shape, generator=torch.Generator().manual_seed(5)))
+        transformed, _ = model.transform(images)
+        features = model.backbone(transformed.tensors)
+        reduced = heads.head.reduce(features["conv5"])
+    boxes = [torch.tensor([[20.0, 20.0, 60.0, 50.0], [70.0, 30.0, 100.0, 90.0], [5.0, 60.0, 30.0, 80.0]])]
+    # the gradient reaches the box coordinates through PS-PrRoI pooling
+    leaf = boxes[0].clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(heads.head.predicted_iou(reduced[:1], [leaf]).sum(), leaf)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    with torch.no_grad():
+        start = heads.head.predicted_iou(reduced[:1], boxes)
+        refined, iou = heads.refine(reduced[:1], boxes, transformed.image_sizes[:1], steps=3)
+    assert (iou[0] >= start - 1e-7).all() and (iou[0] > start).any()  # never lower, higher where it moved
+    assert not torch.equal(refined[0], boxes[0])
+    with torch.no_grad():
+        detections = model(images)
+    assert all("predicted_iou" in d and len(d["predicted_iou"]) == len(d["boxes"]) for d in detections)
+    with pytest.raises(ValueError, match="refine_steps > 0 climbs the predicted IoU; fix: iou_head=True"):
+        tiny_rfcn(refine_steps=2)

@@ -28,6 +28,7 @@ highest loss of each image are back-propagated; box regression is class-agnostic
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Sequence
 
@@ -39,6 +40,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import boxes as box_ops
 
 from sodlib.models.anchor_generator import SodlibAnchorGenerator
 from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS, NarrowResNet, _torchvision_body
@@ -46,7 +48,8 @@ from sodlib.models.registry import register_model
 from sodlib.ops.prroi import ps_prroi_pool
 from sodlib.ops.torchvision_pooling import ps_roi_align_pixel_convention, ps_roi_pool
 
-__all__ = ["POOLINGS", "RFCN_ANCHOR_SIZES", "position_sensitive_vote", "ohem_select", "PositionSensitiveHead",
+__all__ = ["POOLINGS", "RFCN_ANCHOR_SIZES", "position_sensitive_vote", "ohem_select", "jitter_boxes", "as_rois",
+           "PositionSensitiveHead",
            "RFCNRoIHeads", "rfcn"]
 
 #: The pooling ops of the position-sensitive head.
@@ -58,6 +61,33 @@ POOLINGS: tuple[str, ...] = ("ps_roi_pool", "ps_roi_align", "ps_prroi")
 RFCN_ANCHOR_SIZES: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, 256.0)
 
 STRIDE = 16
+
+
+def as_rois(boxes: list[Tensor]) -> Tensor:
+    """Per image ``Tensor[R_i, 4]`` boxes -> ``Tensor[R, 5]`` RoIs ``(image index, x1, y1, x2, y2)``."""
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
+
+
+def jitter_boxes(boxes: Tensor, count: int, generator: torch.Generator | None = None,
+                 min_iou: float = 0.5) -> tuple[Tensor, Tensor]:
+    """IoU-Net's training boxes: ``count`` random boxes around each of ``boxes`` (``Tensor[G, 4]``), their centre
+    moved by up to a quarter of the box's width / height and each side scaled by a factor in ``[0.7, 1.4]``
+    (log-uniform); those with an IoU of at least ``min_iou`` with their source are kept.
+
+    Returns ``(jittered Tensor[J, 4], iou Tensor[J])``.
+    """
+    if len(boxes) == 0:
+        return boxes.new_zeros(0, 4), boxes.new_zeros(0)
+    source = boxes.repeat_interleave(count, dim=0)
+    size = (source[:, 2:] - source[:, :2]).clamp(min=1e-3)
+    centre = (source[:, :2] + source[:, 2:]) / 2
+    draw = torch.rand(len(source), 4, generator=generator, device=boxes.device)
+    centre = centre + (draw[:, :2] - 0.5) * 0.5 * size
+    size = size * torch.exp(math.log(0.7) + draw[:, 2:] * (math.log(1.4) - math.log(0.7)))
+    jittered = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+    iou = box_ops.box_iou(jittered, source).diagonal()
+    keep = iou >= min_iou
+    return jittered[keep], iou[keep]
 
 
 def position_sensitive_vote(pooled: Tensor) -> Tensor:
@@ -135,7 +165,7 @@ class PositionSensitiveHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, k: int = 7, pooling: str = "ps_prroi",
-                 reduced_channels: int = 256, sampling_ratio: int = 2):
+                 reduced_channels: int = 256, sampling_ratio: int = 2, iou_head: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
@@ -147,7 +177,10 @@ class PositionSensitiveHead(nn.Module):
         self.reduce = nn.Sequential(nn.Conv2d(in_channels, reduced_channels, 1), nn.ReLU(inplace=True))
         self.class_maps = nn.Conv2d(reduced_channels, k * k * num_classes, 1)
         self.box_maps = nn.Conv2d(reduced_channels, k * k * 4, 1)
-        for conv in (self.class_maps, self.box_maps):
+        # IoU-Net's localisation confidence, on position-sensitive maps of its own, always pooled exactly
+        # (PS-PrRoI), so that its gradient with respect to the box exists (box refinement climbs it)
+        self.iou_maps = nn.Conv2d(reduced_channels, k * k, 1) if iou_head else None
+        for conv in (self.class_maps, self.box_maps, *( [self.iou_maps] if iou_head else [])):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
@@ -161,37 +194,109 @@ class PositionSensitiveHead(nn.Module):
         return ps_roi_pool(maps, rois, self.k, scale)
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes) -> tuple[Tensor, Tensor]:
-        reduced = self.reduce(features["conv5"])
-        rois = torch.cat([torch.cat([torch.full_like(p[:, :1], i), p], dim=1) for i, p in enumerate(proposals)])
+        return self.scores(self.reduce(features["conv5"]), proposals)
+
+    def scores(self, reduced: Tensor, boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``reduced``: ``Tensor[B, reduced_channels, H/16, W/16]`` -> ``(class_logits Tensor[R, C + 1],
+        box_deltas Tensor[R, 4])`` of the boxes (per image ``Tensor[R_i, 4]``)."""
+        rois = as_rois(boxes)
         class_logits = position_sensitive_vote(self.pool(self.class_maps(reduced), rois))
         box_deltas = position_sensitive_vote(self.pool(self.box_maps(reduced), rois))
         return class_logits, box_deltas
 
+    def predicted_iou(self, reduced: Tensor, boxes: list[Tensor]) -> Tensor:
+        """The predicted IoU of each box with the object it covers, ``Tensor[R]`` in (0, 1): the sigmoid of the
+        vote of its PS-PrRoI-pooled IoU maps; differentiable in the box coordinates."""
+        if self.iou_maps is None:
+            raise ValueError("this head has no IoU branch; fix: build the model with iou_head=True")
+        rois = as_rois(boxes)
+        pooled = ps_prroi_pool(self.iou_maps(reduced), rois, self.k, 1.0 / STRIDE)
+        return torch.sigmoid(position_sensitive_vote(pooled)[:, 0])
+
 
 class RFCNRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` with R-FCN's head: a :class:`PositionSensitiveHead` instead of RoI pooling plus
-    fully connected layers, class-agnostic box regression, and OHEM in training (module docstring)."""
+    fully connected layers, class-agnostic box regression, and OHEM in training (module docstring).
+
+    With the head's IoU branch, training adds ``loss_iou``: the smooth-L1 distance (beta 0.1) between the
+    predicted and the true IoU of ``iou_samples`` jittered copies of each ground-truth box (:func:`jitter_boxes`,
+    IoU-Net's recipe). With ``refine_steps > 0`` every detection is then refined at test time by gradient ascent
+    of its predicted IoU through PS-PrRoI pooling's box gradient (:meth:`refine`), and detections carry
+    ``predicted_iou``.
+    """
 
     def __init__(self, head: PositionSensitiveHead, *, ohem_batch_size: int = 128, fg_iou_thresh: float = 0.5,
                  bg_iou_thresh: float = 0.5, bbox_reg_weights: Sequence[float] | None = None, score_thresh: float = 0.05,
-                 nms_thresh: float = 0.3, detections_per_img: int = 100):
+                 nms_thresh: float = 0.3, detections_per_img: int = 100, iou_samples: int = 16, refine_steps: int = 0,
+                 refine_step_size: float = 0.05):
         # the sampler keeps every proposal (OHEM chooses among them by their loss)
         super().__init__(None, None, None, fg_iou_thresh, bg_iou_thresh, 1 << 30, 1.0, bbox_reg_weights, score_thresh,
                          nms_thresh, detections_per_img)
-        if isinstance(ohem_batch_size, bool) or not isinstance(ohem_batch_size, int) or ohem_batch_size < 1:
-            raise ValueError(f"ohem_batch_size={ohem_batch_size!r} must be a positive integer (128 in R-FCN)")
+        for name, value in (("ohem_batch_size", ohem_batch_size), ("iou_samples", iou_samples)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+            raise ValueError(f"refine_steps={refine_steps!r} must be an integer >= 0 (0: no box refinement)")
+        if refine_steps and head.iou_maps is None:
+            raise ValueError("refine_steps > 0 climbs the predicted IoU; fix: iou_head=True as well")
+        if not refine_step_size > 0:
+            raise ValueError(f"refine_step_size={refine_step_size!r} must be positive (a fraction of the box size)")
         self.head = head
-        self.ohem_batch_size = ohem_batch_size
+        self.ohem_batch_size, self.iou_samples = ohem_batch_size, iou_samples
+        self.refine_steps, self.refine_step_size = refine_steps, float(refine_step_size)
 
     def forward(self, features, proposals, image_shapes, targets=None):
+        reduced = self.head.reduce(features["conv5"])
         if self.training:
+            ground_truth = [t["boxes"] for t in targets]
             proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)
-        class_logits, box_deltas = self.head(features, proposals, image_shapes)
+        class_logits, box_deltas = self.head.scores(reduced, proposals)
         if self.training:
-            return [], self.ohem_losses(class_logits, box_deltas, proposals, labels, regression_targets)
+            losses = self.ohem_losses(class_logits, box_deltas, proposals, labels, regression_targets)
+            if self.head.iou_maps is not None:
+                losses["loss_iou"] = self.iou_loss(reduced, ground_truth)
+            return [], losses
         per_class = box_deltas.repeat(1, class_logits.shape[1])  # one box for every class
         boxes, scores, labels = self.postprocess_detections(class_logits, per_class, proposals, image_shapes)
-        return [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)], {}
+        detections = [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)]
+        if self.head.iou_maps is not None:
+            refined, ious = self.refine(reduced, boxes, image_shapes, self.refine_steps)
+            for detection, box, iou in zip(detections, refined, ious):
+                detection["boxes"], detection["predicted_iou"] = box, iou
+        return detections, {}
+
+    def iou_loss(self, reduced: Tensor, ground_truth: list[Tensor]) -> Tensor:
+        """Smooth-L1 (beta 0.1) between predicted and true IoU over the jittered ground-truth boxes of all images."""
+        jittered = [jitter_boxes(boxes.detach(), self.iou_samples) for boxes in ground_truth]
+        if sum(len(boxes) for boxes, _ in jittered) == 0:
+            return reduced.sum() * 0.0
+        predicted = self.head.predicted_iou(reduced, [boxes for boxes, _ in jittered])
+        return F.smooth_l1_loss(predicted, torch.cat([iou for _, iou in jittered]), beta=0.1)
+
+    def refine(self, reduced: Tensor, boxes: list[Tensor], image_shapes, steps: int) -> tuple[list[Tensor], list[Tensor]]:
+        """``steps`` of gradient ascent of the predicted IoU with respect to the boxes (IoU-Net's optimisation-based
+        refinement): ``b <- b + step_size * (w, h, w, h) * d IoU / d b``, each box clipped to its image; a step that
+        would lower a box's predicted IoU is not taken for that box. Returns the boxes and their predicted IoU."""
+        reduced = reduced.detach()
+        counts = [len(b) for b in boxes]
+        current = torch.cat(boxes).detach() if counts else reduced.new_zeros(0, 4)
+        with torch.enable_grad():
+            current = current.clone().requires_grad_(True)
+            iou = self.head.predicted_iou(reduced, list(current.split(counts)))
+            for _ in range(steps):
+                (gradient,) = torch.autograd.grad(iou.sum(), current)
+                with torch.no_grad():
+                    size = (current[:, 2:] - current[:, :2]).repeat(1, 2)
+                    stepped = current + self.refine_step_size * size * gradient
+                    stepped = torch.cat([_clip(b, shape) for b, shape in zip(stepped.split(counts), image_shapes)])
+                candidate = stepped.clone().requires_grad_(True)
+                candidate_iou = self.head.predicted_iou(reduced, list(candidate.split(counts)))
+                better = (candidate_iou >= iou).detach()
+                with torch.no_grad():
+                    current = torch.where(better[:, None], candidate, current).clone()
+                current.requires_grad_(True)
+                iou = self.head.predicted_iou(reduced, list(current.split(counts)))
+        return list(current.detach().split(counts)), list(iou.detach().split(counts))
 
     def ohem_losses(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor], labels: list[Tensor],
                     regression_targets: list[Tensor]) -> dict[str, Tensor]:
@@ -205,6 +310,10 @@ class RFCNRoIHeads(RoIHeads):
         keep = ohem_select(classification + box, images, self.ohem_batch_size)
         count = max(len(keep), 1)
         return {"loss_classifier": classification[keep].sum() / count, "loss_box_reg": box[keep].sum() / count}
+
+
+def _clip(boxes: Tensor, image_shape: tuple[int, int]) -> Tensor:
+    return box_ops.clip_boxes_to_image(boxes, image_shape)
 
 
 @register_model("rfcn")
@@ -221,6 +330,10 @@ def rfcn(
     reduced_channels: int | None = None,
     sampling_ratio: int = 2,
     ohem_batch_size: int = 128,
+    iou_head: bool = False,
+    refine_steps: int = 0,
+    refine_step_size: float = 0.05,
+    iou_samples: int = 16,
     pretrained_backbone: bool = False,
     anchor_offset: float = 0.0,
     rpn_pre_nms_top_n_train: int = 2000,
@@ -245,6 +358,11 @@ def rfcn(
             torchvision ResNets and 2x the ``conv5`` width, at most 256, for the narrow ones, to train on a CPU).
         sampling_ratio: bilinear samples per bin side of ``"ps_roi_align"``.
         ohem_batch_size: RoIs per image back-propagated by OHEM (128).
+        iou_head: add IoU-Net's IoU prediction on PS-PrRoI-pooled maps, trained on ``iou_samples`` jittered copies
+            of each ground-truth box (``loss_iou``); detections then carry ``predicted_iou``.
+        refine_steps, refine_step_size: box refinement at test time by that many steps of gradient ascent of the
+            predicted IoU, each moving the box edges by ``refine_step_size`` times its size times the gradient
+            (0: off; needs ``iou_head``). Our choice of 0.05, as the papers leave the step size to the reader.
         rpn_*, box_*: as torchvision's ``FasterRCNN`` (300 proposals at test, NMS 0.3 as R-FCN).
     """
     if int(num_classes) != num_classes or num_classes < 2:
@@ -262,9 +380,10 @@ def rfcn(
                        post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
                        nms_thresh=0.7)
     head = PositionSensitiveHead(body.conv5_channels, int(num_classes), k=k, pooling=pooling,
-                                 reduced_channels=reduced_channels, sampling_ratio=sampling_ratio)
+                                 reduced_channels=reduced_channels, sampling_ratio=sampling_ratio, iou_head=iou_head)
     roi_heads = RFCNRoIHeads(head, ohem_batch_size=ohem_batch_size, score_thresh=box_score_thresh,
-                             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
+                             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img,
+                             iou_samples=iou_samples, refine_steps=refine_steps, refine_step_size=refine_step_size)
     transform = GeneralizedRCNNTransform(int(min_size), int(max_size), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     model = GeneralizedRCNN(body, rpn, roi_heads, transform)
     return model
