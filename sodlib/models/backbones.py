@@ -37,7 +37,7 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-__all__ = ["BACKBONES", "NarrowResNet", "PretrainedWeightsUnavailable", "build_backbone"]
+__all__ = ["BACKBONES", "NarrowResNet", "PretrainedWeightsUnavailable", "build_backbone", "resnet_conv4_conv5"]
 
 NARROW_RESNETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "resnet_tiny": ((16, 32, 64, 128), (1, 1, 1, 1)),
@@ -137,6 +137,28 @@ def _torchvision_body(name: str, pretrained: bool, norm_layer: Callable[..., nn.
     return body
 
 
+def _refuse_imagenet_weights(name: str, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError(f"backbone={name!r} has no ImageNet weights (it is sodlib's own); fix: use "
+                         f"pretrained_backbone=False, or a torchvision backbone ({', '.join(TORCHVISION_RESNETS)}, mobilenet_v3)")
+
+
+def resnet_conv4_conv5(name: str, pretrained: bool = False) -> tuple[nn.Module, nn.Module, int, int]:
+    """A ResNet cut after its stride-16 stage: ``(conv4, conv5, conv4_channels, conv5_channels)``, where
+    ``conv4`` maps ``Tensor[B, 3, H, W]`` to ``Tensor[B, conv4_channels, H/16, W/16]`` (stem and stages 1-3) and
+    ``conv5`` is the last stage (stride 2, ``conv5_channels`` out). ImageNet weights freeze the batch norm."""
+    if name in NARROW_RESNETS:
+        _refuse_imagenet_weights(name, pretrained)
+        widths, blocks = NARROW_RESNETS[name]
+        body = NarrowResNet(widths, blocks)
+        return nn.Sequential(body.stem, body.layer1, body.layer2, body.layer3), body.layer4, widths[2], widths[3]
+    if name in TORCHVISION_RESNETS:
+        body = _torchvision_body(name, pretrained, FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+        conv4 = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2, body.layer3)
+        return conv4, body.layer4, body.inplanes // 2, body.inplanes
+    raise ValueError(f"backbone={name!r} is not a ResNet; choose one of {', '.join((*NARROW_RESNETS, *TORCHVISION_RESNETS))}")
+
+
 def build_backbone(name: str = "resnet_narrow", *, fpn: bool = True, pretrained: bool = False,
                    fpn_channels: int | None = None, trainable_layers: int | None = None) -> nn.Module:
     """A detection backbone (see the module docstring for the names and the returned maps).
@@ -153,15 +175,13 @@ def build_backbone(name: str = "resnet_narrow", *, fpn: bool = True, pretrained:
     if name not in BACKBONES:
         raise ValueError(f"backbone={name!r} is unknown; choose one of {', '.join(BACKBONES)}")
     if name in NARROW_RESNETS:
-        if pretrained:
-            raise ValueError(f"backbone={name!r} has no ImageNet weights (it is sodlib's own); fix: use "
-                             f"pretrained_backbone=False, or a torchvision backbone ({', '.join(TORCHVISION_RESNETS)}, mobilenet_v3)")
+        if not fpn:
+            conv4, _, conv4_channels, _ = resnet_conv4_conv5(name, pretrained)
+            return _SingleMap(conv4, conv4_channels)
+        _refuse_imagenet_weights(name, pretrained)
         widths, blocks = NARROW_RESNETS[name]
         body = NarrowResNet(widths, blocks)
         channels = fpn_channels or 64
-        if not fpn:
-            c4 = nn.Sequential(body.stem, body.layer1, body.layer2, body.layer3)
-            return _SingleMap(c4, widths[2])
         return BackboneWithFPN(body, {f"layer{k}": str(k - 1) for k in range(1, 5)}, list(widths), channels,
                                extra_blocks=LastLevelMaxPool())
     norm_layer = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d

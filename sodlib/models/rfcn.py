@@ -39,11 +39,10 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops import boxes as box_ops
 
 from sodlib.models.anchor_generator import SodlibAnchorGenerator
-from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS, NarrowResNet, _torchvision_body
+from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS, resnet_conv4_conv5
 from sodlib.models.registry import register_model
 from sodlib.ops.prroi import ps_prroi_pool
 from sodlib.ops.torchvision_pooling import ps_roi_align_pixel_convention, ps_roi_pool
@@ -134,17 +133,8 @@ class _DilatedConv5Backbone(nn.Module):
 
 
 def _backbone(name: str, pretrained: bool) -> _DilatedConv5Backbone:
-    if name in NARROW_RESNETS:
-        if pretrained:
-            raise ValueError(f"backbone={name!r} has no ImageNet weights; fix: pretrained_backbone=False")
-        widths, blocks = NARROW_RESNETS[name]
-        body = NarrowResNet(widths, blocks)
-        conv4 = nn.Sequential(body.stem, body.layer1, body.layer2, body.layer3)
-        return _DilatedConv5Backbone(conv4, body.layer4, widths[2], widths[3])
-    if name in TORCHVISION_RESNETS:
-        body = _torchvision_body(name, pretrained, FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
-        conv4 = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool, body.layer1, body.layer2, body.layer3)
-        return _DilatedConv5Backbone(conv4, body.layer4, body.inplanes // 2, body.inplanes)
+    if name in (*NARROW_RESNETS, *TORCHVISION_RESNETS):
+        return _DilatedConv5Backbone(*resnet_conv4_conv5(name, pretrained))
     raise ValueError(f"backbone={name!r} is not available for R-FCN; choose one of "
                      f"{', '.join((*NARROW_RESNETS, *TORCHVISION_RESNETS))}")
 
