@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -84,3 +85,33 @@ def test_work_folders_are_removed_unless_a_running_process_holds_them(tmp_path):
     (tmp_path / ".out-longer-abcdefgh").mkdir()
     assert remove_leftover_work_folders(target) == [(tmp_path / ".out-abcdefgh", 1000)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out-longer-abcdefgh"]
+
+
+def test_a_process_forked_inside_sigterm_unwinds_ends_at_once_on_sigterm():
+    ready, tell = os.pipe()
+    with sigterm_unwinds():
+        child = os.fork()
+        if child == 0:  # the child: wait in C, where no Python handler could run (as an idle pool worker does)
+            try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+                os.write(tell, b"1" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else b"0")
+                signal.sigwait([signal.SIGUSR1])
+            finally:
+                os._exit(3)
+    finished = False
+    try:
+        assert os.read(ready, 1) == b"1"  # the default handler, set back right after the fork
+        os.kill(child, signal.SIGTERM)
+        for _ in range(100):  # 10 s at most, so that a regression fails instead of hanging
+            finished, status = os.waitpid(child, os.WNOHANG)
+            if finished:
+                break
+            time.sleep(0.1)
+        assert finished, "the forked child outlived SIGTERM"
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    finally:
+        if not finished:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        os.close(ready)
+        os.close(tell)

@@ -110,8 +110,8 @@ def sigterm_unwinds() -> Iterator[None]:
     (C code such as numpy's may replace an exception raised while it runs) or was swallowed. The previous
     handler is restored on every way out. Nothing is installed outside the main thread (Python allows handlers
     there only), nor where SIGTERM was ignored or handled outside Python. A process forked inside the block (a
-    ``multiprocessing`` worker) inherits the handler; there it ends the process as the default would, so that
-    ``Pool.terminate()`` still stops workers.
+    ``multiprocessing`` worker) starts with the default SIGTERM again (:func:`_default_sigterm_in_forked_child`),
+    so that ``Pool.terminate()`` ends it at once.
     """
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
@@ -121,13 +121,14 @@ def sigterm_unwinds() -> Iterator[None]:
     received = []
 
     def unwind(signum, frame):
-        if os.getpid() != owner:  # a forked worker: die as the default handler would
+        if os.getpid() != owner:  # a child forked a moment ago, before it could reset its handler
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
         received.append(signum)
         raise Terminated(f"stopped by signal {signum} (SIGTERM)")
 
+    unwind.sodlib_unwinds = True  # recognised in forked children
     signal.signal(signal.SIGTERM, unwind)
     try:
         yield
@@ -135,6 +136,20 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         if received:
             signal.raise_signal(signal.SIGTERM)  # with the default handler the process ends here
+
+
+def _default_sigterm_in_forked_child() -> None:
+    """Run in every child right after ``os.fork()``: a child forked inside :func:`sigterm_unwinds` (a
+    ``multiprocessing`` worker) gets the default SIGTERM back, so that ``Pool.terminate()`` ends it at once. An
+    inherited Python handler runs only when the child's main thread comes back to Python code: never if the
+    signal lands just before the worker blocks in C on its task queue, and ``Pool.terminate()`` then waits
+    forever for it."""
+    if getattr(signal.getsignal(signal.SIGTERM), "sodlib_unwinds", False):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_default_sigterm_in_forked_child)
 
 
 # ----------------------------------------------------------------------------------------------------------
