@@ -270,22 +270,23 @@ class RFCNRoIHeads(RoIHeads):
         reduced = reduced.detach()
         counts = [len(b) for b in boxes]
         current = torch.cat(boxes).detach() if counts else reduced.new_zeros(0, 4)
-        with torch.enable_grad():
-            current = current.clone().requires_grad_(True)
-            iou = self.head.predicted_iou(reduced, list(current.split(counts)))
-            for _ in range(steps):
-                (gradient,) = torch.autograd.grad(iou.sum(), current)
-                with torch.no_grad():
-                    size = (current[:, 2:] - current[:, :2]).repeat(1, 2)
-                    stepped = current + self.refine_step_size * size * gradient
-                    stepped = torch.cat([_clip(b, shape) for b, shape in zip(stepped.split(counts), image_shapes)])
-                candidate = stepped.clone().requires_grad_(True)
-                candidate_iou = self.head.predicted_iou(reduced, list(candidate.split(counts)))
-                better = (candidate_iou >= iou).detach()
-                with torch.no_grad():
-                    current = torch.where(better[:, None], candidate, current).clone()
-                current.requires_grad_(True)
-                iou = self.head.predicted_iou(reduced, list(current.split(counts)))
+
+        def predicted(box: Tensor) -> Tensor:
+            return self.head.predicted_iou(reduced, list(box.split(counts)))
+
+        for _ in range(steps):
+            with torch.enable_grad():
+                leaf = current.clone().requires_grad_(True)
+                iou = predicted(leaf)
+                (gradient,) = torch.autograd.grad(iou.sum(), leaf)
+            with torch.no_grad():
+                size = (current[:, 2:] - current[:, :2]).repeat(1, 2)
+                stepped = current + self.refine_step_size * size * gradient
+                candidate = torch.cat([box_ops.clip_boxes_to_image(b, shape) for b, shape in zip(stepped.split(counts), image_shapes)])
+                better = predicted(candidate) >= iou.detach()
+                current = torch.where(better[:, None], candidate, current)
+        with torch.no_grad():
+            iou = predicted(current)
         return list(current.detach().split(counts)), list(iou.detach().split(counts))
 
     def ohem_losses(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor], labels: list[Tensor],
@@ -300,10 +301,6 @@ class RFCNRoIHeads(RoIHeads):
         keep = ohem_select(classification + box, images, self.ohem_batch_size)
         count = max(len(keep), 1)
         return {"loss_classifier": classification[keep].sum() / count, "loss_box_reg": box[keep].sum() / count}
-
-
-def _clip(boxes: Tensor, image_shape: tuple[int, int]) -> Tensor:
-    return box_ops.clip_boxes_to_image(boxes, image_shape)
 
 
 @register_model("rfcn")
