@@ -237,3 +237,28 @@ def test_experiment_refuses_a_results_folder_on_the_data(data_files, tmp_path, m
     assert_refused(capsys, ["experiment", "fast_baseline", "--quick", "--results-dir", str(images)],
                    "error: the results folder (--results-dir)", "is the input")
     assert file_digests(tmp_path) == before
+
+
+def test_an_experiment_row_can_evaluate_a_trained_run_again_with_test_options(config_file, tmp_path, monkeypatch):
+    from sodlib.engine import experiments
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.toml").write_text(config_file.read_text())
+    monkeypatch.setenv("SODLIB_CONFIGS", str(configs))
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny_rows", experiments.Experiment(
+        "a run and two evaluations of its weights", {"tiny": "tiny.toml"},
+        evaluations={"tiny_again": ("tiny", {}), "tiny_one_box": ("tiny", {"box_detections_per_img": 1})}))
+    record = experiments.run_experiment("tiny_rows", quick=True, results_dir=tmp_path / "results",
+                                        runs_root=tmp_path / "runs")
+    runs = record["runs"]
+    assert record["complete"] and list(runs) == ["tiny", "tiny_again", "tiny_one_box"]
+    assert runs["tiny"]["ms_per_image"] > 0 and runs["tiny_again"]["ms_per_image"] > 0
+    assert runs["tiny_again"]["evaluated_from"] == "tiny" and runs["tiny_one_box"]["test_options"] == {"box_detections_per_img": 1}
+    assert runs["tiny_again"]["metrics"] == runs["tiny"]["metrics"]  # the same weights, evaluated the same way
+    assert runs["tiny_one_box"]["metrics"]["AR100"] <= runs["tiny"]["metrics"]["AR100"]
+    assert runs["tiny_one_box"]["metrics"]["AR100"] == runs["tiny_one_box"]["metrics"]["AR1"]  # one box an image
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny_bad", experiments.Experiment(
+        "a row of a run it does not train", {"tiny": "tiny.toml"}, evaluations={"other": ("missing", {})}))
+    with pytest.raises(ValueError, match="row 'other' evaluates run 'missing', which it does not train"):
+        experiments.run_experiment("tiny_bad", quick=True, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")

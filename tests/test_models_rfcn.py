@@ -117,16 +117,21 @@ def test_bad_options_are_refused_with_the_allowed_values(options, message):
         build_model("rfcn", num_classes=3, **{"backbone": "resnet_tiny", **options})
 
 
-def test_the_fast_rfcn_config_is_fast_toml_with_the_rfcn_model():
+@pytest.mark.parametrize("setting", ["fast", "full"])
+def test_the_rfcn_configs_are_the_faster_rcnn_ones_with_the_rfcn_model(setting):
     from sodlib.data.paths import CHECKOUT_DIR
     from sodlib.engine.runs import build_run_model, load_run_config
 
-    fast = load_run_config(CHECKOUT_DIR / "configs" / "fast.toml")
-    config = load_run_config(CHECKOUT_DIR / "configs" / "fast_rfcn.toml")
-    assert {k: v for k, v in config.items() if k != "model"} == {k: v for k, v in fast.items() if k != "model"}
+    faster = load_run_config(CHECKOUT_DIR / "configs" / f"{setting}.toml")
+    config = load_run_config(CHECKOUT_DIR / "configs" / f"{setting}_rfcn.toml")
+    assert {k: v for k, v in config.items() if k != "model"} == {k: v for k, v in faster.items() if k != "model"}
+    for key in ("backbone", "min_size", "max_size", "aspect_ratios"):
+        assert config["model"][key] == faster["model"][key], key
+    # one stride-16 level with the sizes Faster R-CNN spreads over its pyramid levels
+    assert config["model"]["anchor_sizes"] == [size for (size,) in faster["model"]["anchor_sizes"]]
     model = build_run_model(config, 7)
     assert model.build_options["name"] == "rfcn" and model.roi_heads.head.k == 7
-    assert model.transform.min_size == (fast["model"]["min_size"],)
+    assert model.transform.min_size == (faster["model"]["min_size"],)
 
 
 def test_jittered_boxes_overlap_their_source_as_iou_net_samples_them():
@@ -172,3 +177,35 @@ def test_the_iou_branch_trains_and_refinement_climbs_the_predicted_iou():
     assert all("predicted_iou" in d and len(d["predicted_iou"]) == len(d["boxes"]) for d in detections)
     with pytest.raises(ValueError, match="refine_steps > 0 climbs the predicted IoU; fix: iou_head=True"):
         tiny_rfcn(refine_steps=2)
+
+
+def test_iou_guided_nms_keeps_the_best_localised_box_with_the_clusters_best_score():
+    from sodlib.models.rfcn import iou_guided_nms
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [0.0, 1.0, 10.0, 11.0],  # one cluster
+                          [50.0, 50.0, 60.0, 60.0],                                             # alone
+                          [0.0, 0.0, 10.0, 10.0]])                                              # another class
+    scores = torch.tensor([0.9, 0.6, 0.3, 0.5, 0.8])
+    localization = torch.tensor([0.5, 0.9, 0.7, 0.4, 0.2])  # box 1 is the best placed of the cluster
+    labels = torch.tensor([1, 1, 1, 1, 2])
+    keep, kept_scores = iou_guided_nms(boxes, scores, localization, labels, 0.5)
+    # box 1 suppresses 0 and 2 (IoU 0.82, 0.68) and takes the cluster's best score 0.9; classes apart
+    assert keep.tolist() == [1, 4, 3] and kept_scores.tolist() == pytest.approx([0.9, 0.8, 0.5])
+    keep, kept_scores = iou_guided_nms(boxes, scores, localization, labels, 0.95)  # nothing overlaps that much
+    assert sorted(keep.tolist()) == [0, 1, 2, 3, 4] and kept_scores.tolist() == sorted(scores.tolist(), reverse=True)
+    keep, kept_scores = iou_guided_nms(boxes[:0], scores[:0], localization[:0], labels[:0], 0.5)
+    assert keep.shape == (0,) and kept_scores.shape == (0,)
+
+
+def test_the_iou_guided_detections_are_a_subset_of_the_candidates_with_valid_outputs():
+    model = tiny_rfcn(iou_head=True, iou_guided_nms=True, box_score_thresh=0.0)
+    images, _ = batch()
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    for detection, image in zip(detections, images):
+        assert set(detection) == {"boxes", "scores", "labels", "predicted_iou"}
+        assert len(detection["boxes"]) > 0 and (detection["scores"][:-1] >= detection["scores"][1:]).all()
+        assert (detection["boxes"][:, 2:] <= torch.tensor([image.shape[2], image.shape[1]])).all()
+    with pytest.raises(ValueError, match="iou_guided_nms ranks boxes by their predicted IoU; fix: iou_head=True"):
+        tiny_rfcn(iou_guided_nms=True)

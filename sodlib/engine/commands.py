@@ -153,7 +153,9 @@ def _experiment(args: argparse.Namespace) -> int:
     print(f"{args.name}: {record['duration_s']:.1f} s; written {record['path']}")
     for run_name, run in record["runs"].items():
         if run.get("metrics"):
-            print(f"{run_name} ({run['train_seconds']:.1f} s of training):\n" + format_metrics(run["metrics"]))
+            how = (f"{run['train_seconds']:.1f} s of training" if "evaluated_from" not in run else
+                   f"the weights of {run['evaluated_from']} with {json.dumps(run['test_options'])}")
+            print(f"{run_name} ({how}, {run['ms_per_image']:.0f} ms per image):\n" + format_metrics(run["metrics"]))
     return 0
 
 

@@ -4,7 +4,11 @@ Each trains and evaluates one or more run configurations from ``configs/`` (run 
 ``runs/experiments/NAME/``) and writes ``notebooks/results/NAME.json``::
 
     {"name", "description", "command", "seeds", "hardware", "load_average_before", "started_utc", "duration_s",
-     "runs": {run: {"config", "iterations", "train_seconds", "metrics", "final_losses", "hardware"}}}
+     "runs": {run: {"config", "iterations", "train_seconds", "metrics", "ms_per_image", "final_losses", "hardware"}}}
+
+A row may also be the weights of another run evaluated again with test-time options changed (``evaluations``:
+box refinement, another NMS): ``{"evaluated_from": run, "test_options", "metrics", "ms_per_image", "hardware"}``,
+so that its difference from that run is the test-time step alone.
 
 (``hardware`` of a run is taken in the run's own thread setting; the 1, 5 and 15 minute load averages
 before and after tell how much of the machine other work took.)
@@ -29,7 +33,8 @@ from typing import Any
 
 from sodlib.data.files import check_output_apart_from_inputs
 from sodlib.data.paths import CHECKOUT_DIR
-from sodlib.engine.runs import apply_overrides, check_run_dir, data_paths, hardware_description, load_run_config, run_training
+from sodlib.engine.runs import (apply_overrides, check_run_dir, data_paths, evaluate_trained_run, hardware_description,
+                                load_run_config, run_training)
 
 __all__ = ["Experiment", "EXPERIMENTS", "run_experiment", "load_experiment_results", "configs_dir", "default_results_dir"]
 
@@ -41,11 +46,13 @@ class Experiment:
     """A named experiment: what it shows, and its runs (run name -> config file in ``configs/``).
 
     ``overrides`` (run name -> ``SECTION.KEY=VALUE`` strings) change a run's configuration the way ``--set``
-    does, so that a sweep over one key needs one config file, not one per value."""
+    does, so that a sweep over one key needs one config file, not one per value. ``evaluations`` (row name ->
+    (run name, model options)) evaluate a trained run's weights again with test-time model options changed."""
 
     description: str
     runs: dict[str, str]  # run name -> config file name in configs/
     overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    evaluations: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _paste(strategy: str, count: int, probability: float = 0.5) -> str:
@@ -87,14 +94,20 @@ EXPERIMENTS: dict[str, Experiment] = {
                                     "aug_only_oversample2": (_SWEEP["aug_only"], "data.oversample=2")}),
     "rfcn_pooling": Experiment("R-FCN's position-sensitive pooling in a trained detector (Zhang et al., 2021, Table 2, "
                                "and what it lacks): Faster R-CNN with the same backbone, R-FCN with PS-RoI pooling, with "
-                               "PS-RoIAlign, precise R-FCN (PS-PrRoI), precise R-FCN with 3x size-aware oversampling; the "
-                               "fast setting (resnet_tiny, 384 px, embedded data, one thread)",
+                               "PS-RoIAlign, precise R-FCN (PS-PrRoI), precise R-FCN with 3x size-aware oversampling, "
+                               "precise R-FCN with IoU-Net's IoU branch and, on its weights, 5 steps of box refinement, "
+                               "IoU-guided NMS and both; the fast setting (resnet_tiny, 384 px, embedded data, one thread)",
                                {"faster_rcnn": "fast.toml", "rfcn_ps_roi_pool": "fast_rfcn.toml",
                                 "rfcn_ps_roi_align": "fast_rfcn.toml", "precise_rfcn": "fast_rfcn.toml",
-                                "precise_rfcn_oversample3": "fast_rfcn.toml"},
+                                "precise_rfcn_oversample3": "fast_rfcn.toml", "precise_rfcn_iou": "fast_rfcn.toml"},
                                {"rfcn_ps_roi_pool": ('model.pooling="ps_roi_pool"',),
                                 "rfcn_ps_roi_align": ('model.pooling="ps_roi_align"',),
-                                "precise_rfcn_oversample3": ("data.oversample=3",)}),
+                                "precise_rfcn_oversample3": ("data.oversample=3",),
+                                "precise_rfcn_iou": ("model.iou_head=true",)},
+                               {"precise_rfcn_iou_refine": ("precise_rfcn_iou", {"refine_steps": 5}),
+                                "precise_rfcn_iou_nms": ("precise_rfcn_iou", {"iou_guided_nms": True}),
+                                "precise_rfcn_iou_nms_refine": ("precise_rfcn_iou", {"iou_guided_nms": True,
+                                                                                     "refine_steps": 5})}),
 }
 
 
@@ -124,6 +137,9 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     experiment = EXPERIMENTS[name]
+    for row, (run_name, _) in experiment.evaluations.items():
+        if run_name not in experiment.runs:
+            raise ValueError(f"experiment {name!r}: row {row!r} evaluates run {run_name!r}, which it does not train")
     seed_overrides = [f"train.seed={seed}"] if seed is not None else []
     configs = {}
     for run_name, file_name in experiment.runs.items():  # read and check every config before any work
@@ -145,15 +161,20 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{tag}.json"
     runs: dict[str, Any] = {}
+    rows = len(configs) + len(experiment.evaluations)
     for run_name, config in configs.items():
         summary = run_training(config, runs_root / tag / run_name, command=command)
         runs[run_name] = {k: summary.get(k) for k in ("config", "iterations", "train_seconds", "total_seconds", "metrics",
-                                                      "final_losses", "hardware")}
+                                                      "ms_per_image", "final_losses", "hardware")}
+        for row, (trained, test_options) in experiment.evaluations.items():
+            if trained == run_name:
+                runs[row] = {"evaluated_from": run_name,
+                             **evaluate_trained_run(config, runs_root / tag / run_name, test_options)}
         record = {"name": name, "description": experiment.description, "quick": quick, "overrides": list(overrides or []),
                   "seed": seed, "command": command,
                   "seeds": {run: config["train"].get("seed", 0) for run, config in configs.items()},
                   "hardware": hardware_description(), "load_average_before": hardware_before.get("load_average"),
-                  "started_utc": started_utc, "complete": len(runs) == len(configs),
+                  "started_utc": started_utc, "complete": len(runs) == rows,
                   "duration_s": round(time.perf_counter() - started, 1), "runs": dict(runs)}
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(record, indent=2))

@@ -44,7 +44,7 @@ from sodlib.data.files import check_output_apart_from_inputs
 from sodlib.engine.config import TrainConfig, read_config_file
 
 __all__ = ["load_run_config", "apply_overrides", "model_name", "build_run_model", "datasets_from_config", "data_paths",
-           "check_run_dir", "run_training", "hardware_description", "write_error_figures"]
+           "check_run_dir", "run_training", "evaluate_trained_run", "hardware_description", "write_error_figures"]
 
 SECTIONS = ("data", "model", "train", "evaluate")
 
@@ -306,7 +306,7 @@ def _train_and_report(config: dict[str, Any], run_dir: Path, train_set: CocoDete
         return {}
     summary = {"command": command, "config": config, "seed": train_config.seed, "iterations": result.iterations,
                "train_seconds": round(result.seconds, 1), "total_seconds": round(time.perf_counter() - started, 1),
-               "hardware": hardware_description(), "metrics": result.metrics,
+               "hardware": hardware_description(), "metrics": result.metrics, "ms_per_image": result.ms_per_image,
                "world_size": int(os.environ.get("WORLD_SIZE", "1")), "final_losses": _final_losses(result.history)}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_config.json").write_text(json.dumps(config, indent=2))
@@ -315,6 +315,41 @@ def _train_and_report(config: dict[str, Any], run_dir: Path, train_set: CocoDete
         write_error_figures(model, val_set, results, run_dir / "figures", size_bins or None)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def evaluate_trained_run(config: Mapping[str, Any], run_dir: str | os.PathLike,
+                         test_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The final weights of a finished run (``run_dir/checkpoints/last.pt``) evaluated again on the configuration's
+    validation split with some of the model's test-time options changed (``{"refine_steps": 5}``), in the run's
+    thread setting: ``{"metrics", "ms_per_image", "test_options", "hardware"}``.
+
+    The same weights with and without a test-time step (box refinement, another NMS) isolate what that step
+    does; a model option that changes the weights' shapes is refused by ``load_state_dict``."""
+    from sodlib.engine.checkpoint import load_checkpoint
+    from sodlib.eval.evaluate import evaluate
+    from sodlib.models import rebuild_model
+
+    config = check_run_config(config)
+    checkpoint_path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"{checkpoint_path} does not exist; fix: train the run first")
+    _, val_set = datasets_from_config(config)
+    if val_set is None:
+        raise ValueError("[data] val='none': evaluating a run needs a validation split")
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = rebuild_model({**checkpoint["model_config"], **test_options})
+    model.load_state_dict(checkpoint["model"])
+    threads = torch.get_num_threads()
+    if config["train"].get("num_threads") is not None:
+        torch.set_num_threads(int(config["train"]["num_threads"]))
+    try:
+        timings: dict[str, float] = {}
+        metrics = evaluate(model, val_set, config["evaluate"].get("size_bins") or None,
+                           batch_size=int(config["evaluate"].get("batch_size", 4)), timings=timings)
+        return {"metrics": metrics, "ms_per_image": timings["ms_per_image"], "test_options": dict(test_options),
+                "hardware": hardware_description()}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _final_losses(history: list[dict[str, Any]], window: int = 20) -> dict[str, float]:

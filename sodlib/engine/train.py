@@ -58,6 +58,7 @@ class TrainResult:
     run_dir: Path | None = None
     checkpoint: Path | None = None
     metrics: dict[str, float] | None = None
+    ms_per_image: float | None = None  # the validation's detector time per image (sodlib.eval.evaluate)
     image_ids_per_rank: list[list[int]] = field(default_factory=list)
 
 
@@ -305,11 +306,15 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
             from sodlib.eval.evaluate import evaluate
 
             results_path = run_dir / "detections_val.json" if run_dir is not None else None
+            timings: dict[str, float] = {}
             result.metrics = evaluate(model, val_set, config.size_bins or None, batch_size=config.eval_batch_size,
-                                      device=context.device, results_path=results_path, progress=config.progress)
+                                      device=context.device, results_path=results_path, progress=config.progress,
+                                      timings=timings)
+            result.ms_per_image = timings["ms_per_image"]
             if run_dir is not None:
                 (run_dir / "metrics.json").write_text(json.dumps({"split": "val", "iterations": iteration,
-                                                                  "train_seconds": seconds, **result.metrics}, indent=2))
+                                                                  "train_seconds": seconds, "ms_per_image": result.ms_per_image,
+                                                                  **result.metrics}, indent=2))
     if context.distributed:
         torch.distributed.barrier()
     return result

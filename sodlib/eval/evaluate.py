@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Mapping, Sequence
 
 import torch
@@ -114,7 +115,7 @@ def label_map_for(trained: Sequence[Mapping] | None, dataset: CocoDetection) -> 
 def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, tuple[float, float]] | None = None, *,
              batch_size: int = 4, device: str | torch.device | None = None, num_workers: int = 0,
              results_path: str | os.PathLike | None = None, progress: bool = False,
-             label_to_category_id: Mapping[int, int] | None = None) -> dict[str, float]:
+             label_to_category_id: Mapping[int, int] | None = None, timings: dict | None = None) -> dict[str, float]:
     """COCO box AP / AR of ``model`` on ``dataset``.
 
     Args:
@@ -124,13 +125,18 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
         results_path: also write the COCO results json (``[{image_id, category_id, bbox, score}]``) here.
         label_to_category_id: model label -> category id of ``dataset`` (default: the dataset's own, right for a
             model trained on a file with the same category list; :func:`label_map_for` gives it for others).
+        timings: a dict to receive ``ms_per_image``: the wall time of the detector over the dataset (data
+            loading, resize, forward and post-processing; not COCOeval) divided by the number of images.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}`` plus the
         extra bins (see :mod:`sodlib.eval.coco_eval`); no detections give zeros.
     """
     _check_dataset(dataset)
+    started = time.perf_counter()
     predictions = predict(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
+    if timings is not None:
+        timings["ms_per_image"] = round(1000 * (time.perf_counter() - started) / max(len(dataset), 1), 2)
     results = coco_results(predictions, label_to_category_id or dataset.label_to_category_id)
     if results_path is not None:
         write_json_atomically(results, results_path)

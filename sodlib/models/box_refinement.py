@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from sodlib.models.rfcn import position_sensitive_vote
+from sodlib.ops.position_sensitive import position_sensitive_vote
 from sodlib.ops.prroi import ps_prroi_pool
 
 

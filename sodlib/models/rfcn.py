@@ -44,15 +44,11 @@ from torchvision.ops import boxes as box_ops
 from sodlib.models.anchor_generator import SodlibAnchorGenerator
 from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS, resnet_conv4_conv5
 from sodlib.models.registry import register_model
+from sodlib.ops.position_sensitive import POOLINGS, check_pooling_name, position_sensitive_vote, ps_pool
 from sodlib.ops.prroi import ps_prroi_pool
-from sodlib.ops.torchvision_pooling import ps_roi_align_pixel_convention, ps_roi_pool
 
 __all__ = ["POOLINGS", "RFCN_ANCHOR_SIZES", "position_sensitive_vote", "ohem_select", "jitter_boxes", "as_rois",
-           "PositionSensitiveHead",
-           "RFCNRoIHeads", "rfcn"]
-
-#: The pooling ops of the position-sensitive head.
-POOLINGS: tuple[str, ...] = ("ps_roi_pool", "ps_roi_align", "ps_prroi")
+           "iou_guided_nms", "PositionSensitiveHead", "RFCNRoIHeads", "rfcn"]
 
 #: Default anchor sizes of the single stride-16 level: one octave apart from 16 px, so that every object side
 #: from 16 to 256 px has an anchor within a factor sqrt(2) of it (the original R-FCN used 128, 256, 512 on
@@ -89,13 +85,6 @@ def jitter_boxes(boxes: Tensor, count: int, generator: torch.Generator | None = 
     return jittered[keep], iou[keep]
 
 
-def position_sensitive_vote(pooled: Tensor) -> Tensor:
-    """R-FCN's vote: ``Tensor[R, C, k, k]`` pooled bins -> ``Tensor[R, C]``, the mean over the ``k x k`` bins."""
-    if pooled.dim() != 4:
-        raise ValueError(f"pooled must be Tensor[R, C, k, k], got shape {tuple(pooled.shape)}")
-    return pooled.mean(dim=(2, 3))
-
-
 def ohem_select(losses: Tensor, images: Tensor, batch_size: int) -> Tensor:
     """Online hard example mining: the indices of the ``batch_size`` largest ``losses`` of each image
     (``images[r]`` is RoI ``r``'s image), sorted; an image with fewer RoIs keeps all of them.
@@ -108,6 +97,39 @@ def ohem_select(losses: Tensor, images: Tensor, batch_size: int) -> Tensor:
         order = torch.argsort(losses[members].detach(), descending=True, stable=True)
         keep.append(members[order[:batch_size]])
     return torch.sort(torch.cat(keep)).values if keep else torch.zeros(0, dtype=torch.int64, device=losses.device)
+
+
+def iou_guided_nms(boxes: Tensor, scores: Tensor, localization: Tensor, labels: Tensor,
+                   iou_threshold: float) -> tuple[Tensor, Tensor]:
+    """IoU-guided NMS (Jiang et al., 2018, Algorithm 1), class by class.
+
+    Boxes are visited in decreasing *predicted IoU* (``localization``, not the class score); each kept box
+    suppresses the boxes of its class that overlap it by IoU > ``iou_threshold`` and takes the highest class
+    score of the cluster it suppressed (itself included), so that the best-localised box of a cluster survives
+    with the cluster's confidence.
+
+    Args: ``boxes Tensor[N, 4]`` (xyxy), ``scores``, ``localization``, ``labels``: ``Tensor[N]``.
+    Returns: ``(keep Tensor[K] int64`` indices into the inputs, in decreasing new score, ``scores Tensor[K])``.
+    """
+    keep, kept_scores = [], []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[localization[members].argsort(descending=True, stable=True)]
+        overlaps = box_ops.box_iou(boxes[members], boxes[members])
+        suppressed = torch.zeros(len(members), dtype=torch.bool, device=boxes.device)
+        for i in range(len(members)):
+            if suppressed[i]:
+                continue
+            cluster = ~suppressed & (overlaps[i] > iou_threshold)
+            cluster[i] = True
+            keep.append(members[i])
+            kept_scores.append(scores[members[cluster]].max())
+            suppressed |= cluster
+    if not keep:
+        return boxes.new_zeros(0, dtype=torch.int64), scores.new_zeros(0)
+    keep_t, scores_t = torch.stack(keep), torch.stack(kept_scores)
+    order = scores_t.argsort(descending=True, stable=True)
+    return keep_t[order], scores_t[order]
 
 
 class _DilatedConv5Backbone(nn.Module):
@@ -157,8 +179,7 @@ class PositionSensitiveHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, k: int = 7, pooling: str = "ps_prroi",
                  reduced_channels: int = 256, sampling_ratio: int = 2, iou_head: bool = False):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling={pooling!r} is unknown; choose one of {', '.join(POOLINGS)}")
+        check_pooling_name(pooling)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} must be a positive integer (the bins per side of a RoI; 7 in R-FCN)")
         if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int) or sampling_ratio < 0:
@@ -176,12 +197,7 @@ class PositionSensitiveHead(nn.Module):
 
     def pool(self, maps: Tensor, rois: Tensor) -> Tensor:
         """``maps``: ``Tensor[B, k^2 C', H, W]``; ``rois``: ``Tensor[R, 5]`` -> ``Tensor[R, C', k, k]``."""
-        scale = 1.0 / STRIDE
-        if self.pooling == "ps_prroi":
-            return ps_prroi_pool(maps, rois, self.k, scale)
-        if self.pooling == "ps_roi_align":
-            return ps_roi_align_pixel_convention(maps, rois, self.k, scale, self.sampling_ratio)
-        return ps_roi_pool(maps, rois, self.k, scale)
+        return ps_pool(maps, rois, self.k, 1.0 / STRIDE, self.pooling, self.sampling_ratio)
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes) -> tuple[Tensor, Tensor]:
         return self.scores(self.reduce(features["conv5"]), proposals)
@@ -218,7 +234,7 @@ class RFCNRoIHeads(RoIHeads):
     def __init__(self, head: PositionSensitiveHead, *, ohem_batch_size: int = 128, fg_iou_thresh: float = 0.5,
                  bg_iou_thresh: float = 0.5, bbox_reg_weights: Sequence[float] | None = None, score_thresh: float = 0.05,
                  nms_thresh: float = 0.3, detections_per_img: int = 100, iou_samples: int = 16, refine_steps: int = 0,
-                 refine_step_size: float = 0.05):
+                 refine_step_size: float = 0.05, iou_guided_nms: bool = False):
         # the sampler keeps every proposal (OHEM chooses among them by their loss)
         super().__init__(None, None, None, fg_iou_thresh, bg_iou_thresh, 1 << 30, 1.0, bbox_reg_weights, score_thresh,
                          nms_thresh, detections_per_img)
@@ -229,11 +245,16 @@ class RFCNRoIHeads(RoIHeads):
             raise ValueError(f"refine_steps={refine_steps!r} must be an integer >= 0 (0: no box refinement)")
         if refine_steps and head.iou_maps is None:
             raise ValueError("refine_steps > 0 climbs the predicted IoU; fix: iou_head=True as well")
+        if not isinstance(iou_guided_nms, bool):
+            raise ValueError(f"iou_guided_nms={iou_guided_nms!r} must be true or false")
+        if iou_guided_nms and head.iou_maps is None:
+            raise ValueError("iou_guided_nms ranks boxes by their predicted IoU; fix: iou_head=True as well")
         if not refine_step_size > 0:
             raise ValueError(f"refine_step_size={refine_step_size!r} must be positive (a fraction of the box size)")
         self.head = head
         self.ohem_batch_size, self.iou_samples = ohem_batch_size, iou_samples
         self.refine_steps, self.refine_step_size = refine_steps, float(refine_step_size)
+        self.iou_guided_nms = iou_guided_nms
 
     def forward(self, features, proposals, image_shapes, targets=None):
         reduced = self.head.reduce(features["conv5"])
@@ -247,13 +268,35 @@ class RFCNRoIHeads(RoIHeads):
                 losses["loss_iou"] = self.iou_loss(reduced, ground_truth)
             return [], losses
         per_class = box_deltas.repeat(1, class_logits.shape[1])  # one box for every class
-        boxes, scores, labels = self.postprocess_detections(class_logits, per_class, proposals, image_shapes)
+        if self.iou_guided_nms:
+            boxes, scores, labels = self.iou_guided_detections(reduced, class_logits, per_class, proposals, image_shapes)
+        else:
+            boxes, scores, labels = self.postprocess_detections(class_logits, per_class, proposals, image_shapes)
         detections = [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)]
         if self.head.iou_maps is not None:
             refined, ious = self.refine(reduced, boxes, image_shapes, self.refine_steps)
             for detection, box, iou in zip(detections, refined, ious):
                 detection["boxes"], detection["predicted_iou"] = box, iou
         return detections, {}
+
+    def iou_guided_detections(self, reduced: Tensor, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor],
+                              image_shapes) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """torchvision's decoding, score threshold and small-box removal, then :func:`iou_guided_nms` on the
+        predicted IoU of every candidate instead of per-class NMS on the scores; at most ``detections_per_img``."""
+        nms_thresh, limit = self.nms_thresh, self.detections_per_img
+        self.nms_thresh, self.detections_per_img = 1.0, 1 << 30  # no suppression: every candidate, sorted
+        try:
+            candidates = self.postprocess_detections(class_logits, box_deltas, proposals, image_shapes)
+        finally:
+            self.nms_thresh, self.detections_per_img = nms_thresh, limit
+        kept: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
+        for image, (boxes, scores, labels) in enumerate(zip(*candidates)):
+            localization = self.head.predicted_iou(reduced[image:image + 1], [boxes])
+            keep, new_scores = iou_guided_nms(boxes, scores, localization, labels, nms_thresh)
+            keep, new_scores = keep[:limit], new_scores[:limit]
+            for collected, value in zip(kept, (boxes[keep], new_scores, labels[keep])):
+                collected.append(value)
+        return kept
 
     def iou_loss(self, reduced: Tensor, ground_truth: list[Tensor]) -> Tensor:
         """Smooth-L1 (beta 0.1) between predicted and true IoU over the jittered ground-truth boxes of all images."""
@@ -320,6 +363,7 @@ def rfcn(
     iou_head: bool = False,
     refine_steps: int = 0,
     refine_step_size: float = 0.05,
+    iou_guided_nms: bool = False,
     iou_samples: int = 16,
     pretrained_backbone: bool = False,
     anchor_offset: float = 0.0,
@@ -350,6 +394,8 @@ def rfcn(
         refine_steps, refine_step_size: box refinement at test time by that many steps of gradient ascent of the
             predicted IoU, each moving the box edges by ``refine_step_size`` times its size times the gradient
             (0: off; needs ``iou_head``). Our choice of 0.05, as the papers leave the step size to the reader.
+        iou_guided_nms: suppress by predicted IoU instead of class score (:func:`iou_guided_nms`; needs
+            ``iou_head``). Off by default, as refinement.
         rpn_*, box_*: as torchvision's ``FasterRCNN`` (300 proposals at test, NMS 0.3 as R-FCN).
     """
     if int(num_classes) != num_classes or num_classes < 2:
@@ -370,7 +416,8 @@ def rfcn(
                                  reduced_channels=reduced_channels, sampling_ratio=sampling_ratio, iou_head=iou_head)
     roi_heads = RFCNRoIHeads(head, ohem_batch_size=ohem_batch_size, score_thresh=box_score_thresh,
                              nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img,
-                             iou_samples=iou_samples, refine_steps=refine_steps, refine_step_size=refine_step_size)
+                             iou_samples=iou_samples, refine_steps=refine_steps, refine_step_size=refine_step_size,
+                             iou_guided_nms=iou_guided_nms)
     transform = GeneralizedRCNNTransform(int(min_size), int(max_size), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     model = GeneralizedRCNN(body, rpn, roi_heads, transform)
     return model

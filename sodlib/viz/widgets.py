@@ -1,8 +1,9 @@
-"""Interactive explorers of notebook 02 (ipywidgets 8).
+"""Interactive explorers of notebooks 02 and 05 (ipywidgets 8).
 
 The widgets are thin: they read their controls, call a pure function of :mod:`sodlib.viz.anchors`
-(:func:`~sodlib.viz.anchors.iou_explorer_view`, :func:`~sodlib.viz.anchors.anchor_explorer_view`) that returns a
-figure and a report, show the figure in an ``Output`` widget and the report as text. Everything they compute
+(:func:`~sodlib.viz.anchors.iou_explorer_view`, :func:`~sodlib.viz.anchors.anchor_explorer_view`) or
+:mod:`sodlib.viz.position_sensitive` (:func:`~sodlib.viz.position_sensitive.ps_pooling_explorer_view`) that returns
+a figure and a report, show the figure in an ``Output`` widget and the report as text. Everything they compute
 is tested without a kernel; the widgets only wire.
 """
 from __future__ import annotations
@@ -14,8 +15,10 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view
+from sodlib.viz.position_sensitive import ps_pooling_explorer_view
 
-__all__ = ["ASPECT_RATIO_CHOICES", "Explorer", "anchor_explorer", "explorer_anchor_sizes", "iou_explorer"]
+__all__ = ["ASPECT_RATIO_CHOICES", "Explorer", "anchor_explorer", "explorer_anchor_sizes", "iou_explorer",
+           "ps_pooling_explorer"]
 
 #: Aspect-ratio sets (``h / w``) offered by the anchor explorer's slider.
 ASPECT_RATIO_CHOICES: dict[str, tuple[float, ...]] = {
@@ -131,3 +134,20 @@ def anchor_explorer(dataset, image_index: int = 0, stride: int = 16, smallest: f
         }
 
     return Explorer(controls, anchor_explorer_view, arguments, columns=3)
+
+
+def ps_pooling_explorer(score_maps, truth, stride: int = 16, side: float | None = None) -> Explorer:
+    """Sliders that move a RoI by quarter pixels (up to one cell either way) and set its side over the ``k x k``
+    score maps ``Tensor[1, k^2, H, W]`` of the object ``truth`` (image px); draws
+    :func:`sodlib.viz.position_sensitive.ps_pooling_explorer_view` (where each pooling's bins read, and each
+    pooling's voted score against the shift) and reports the three scores and worst bin misalignments."""
+    style = _slider_style()
+    width = float(truth[2]) - float(truth[0])
+    controls = {
+        "shift_x": widgets.FloatSlider(value=0.0, min=-stride, max=stride, step=0.25, description="shift x (px)", **style),
+        "shift_y": widgets.FloatSlider(value=0.0, min=-stride, max=stride, step=0.25, description="shift y (px)", **style),
+        "side": widgets.FloatSlider(value=side if side is not None else width, min=4.0, max=4.0 * stride, step=0.5,
+                                    description="RoI side (px)", **style),
+    }
+    return Explorer(controls, ps_pooling_explorer_view,
+                    lambda v: {**v, "score_maps": score_maps, "truth": tuple(truth), "stride": stride})
