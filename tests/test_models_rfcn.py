@@ -209,3 +209,47 @@ def test_the_iou_guided_detections_are_a_subset_of_the_candidates_with_valid_out
         assert (detection["boxes"][:, 2:] <= torch.tensor([image.shape[2], image.shape[1]])).all()
     with pytest.raises(ValueError, match="iou_guided_nms ranks boxes by their predicted IoU; fix: iou_head=True"):
         tiny_rfcn(iou_guided_nms=True)
+
+
+def test_the_class_score_maps_pool_and_vote_to_the_heads_logits():
+    from sodlib.models.rfcn import class_score_maps
+    from sodlib.ops import position_sensitive_vote, ps_pool
+
+    model = tiny_rfcn()
+    image = torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(3))  # resized by 4/3 (the long side to 128 px)
+    maps, scale = class_score_maps(model, image)
+    assert maps.shape[:2] == (4, 9) and scale.tolist() == pytest.approx([128 / 96] * 4, rel=0.01)
+    boxes = torch.tensor([[10.0, 12.0, 40.0, 50.0], [50.0, 20.0, 90.0, 60.0]])
+    model.eval()
+    with torch.no_grad():
+        transformed, _ = model.transform([image])
+        reduced = model.roi_heads.head.reduce(model.backbone(transformed.tensors)["conv5"])
+        logits, _ = model.roi_heads.head.scores(reduced, [boxes * scale])
+    rois = torch.cat([torch.zeros(2, 1), boxes * scale], dim=1)
+    for c in range(4):  # class c's k^2 maps, pooled bin by bin and voted, are the head's logit of class c
+        voted = position_sensitive_vote(ps_pool(maps[c][None], rois, 3, 1 / 16, "ps_prroi"))[:, 0]
+        torch.testing.assert_close(voted, logits[:, c])
+
+
+def test_the_refinement_path_is_the_test_time_refinement_step_by_step():
+    from sodlib.models.rfcn import refinement_path
+
+    model = tiny_rfcn(iou_head=True)
+    with torch.no_grad():
+        heads = model.roi_heads
+        heads.head.iou_maps.weight.copy_(torch.randn(heads.head.iou_maps.weight.shape, generator=torch.Generator().manual_seed(5)))
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[20.0, 20.0, 60.0, 50.0], [70.0, 30.0, 100.0, 90.0]])
+    path, ious = refinement_path(model, image, boxes, steps=4)
+    assert path.shape == (5, 2, 4) and ious.shape == (5, 2)
+    torch.testing.assert_close(path[0], boxes)
+    assert (ious[1:] >= ious[:-1] - 1e-6).all()  # a step never lowers a box's predicted IoU
+    model.eval()
+    with torch.no_grad():
+        transformed, _ = model.transform([image])
+        reduced = heads.head.reduce(model.backbone(transformed.tensors)["conv5"])
+        refined, iou = heads.refine(reduced, [boxes], transformed.image_sizes, 4)
+    torch.testing.assert_close(path[-1], refined[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ious[-1], iou[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="iou_head=True"):
+        refinement_path(tiny_rfcn(), image, boxes, 2)

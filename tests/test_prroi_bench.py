@@ -66,3 +66,19 @@ def test_workload_boxes_are_mostly_small_and_inside_the_image() -> None:
     assert boxes.shape == (300, 4) and workload.feature_size == (38, 63)
     assert (side < 32).float().mean() > 0.6
     assert (boxes >= 0).all() and (boxes[:, 2] <= 1000).all() and (boxes[:, 3] <= 600).all()
+
+
+def test_bench_rfcn_times_both_detectors_and_every_pooling(capsys: pytest.CaptureFixture[str]) -> None:
+    from sodlib.bench.rfcn import benchmark_rfcn
+    from sodlib.ops import POOLINGS
+
+    timings = benchmark_rfcn(repeats=1, images=1)
+    assert set(timings.inference_ms_per_image) == {"faster_rcnn", "rfcn"}
+    assert set(timings.training_step_ms) == set(POOLINGS)
+    assert all(t > 0 for t in [*timings.inference_ms_per_image.values(), *timings.training_step_ms.values()])
+    summary = timings.summary()
+    assert "R-FCN / Faster R-CNN" in summary and "PS-PrRoI / PS-RoIAlign" in summary
+    with pytest.raises(ValueError, match="repeats=0 and images=1 must be positive"):
+        benchmark_rfcn(repeats=0, images=1)
+    assert main(["bench", "rfcn", "--repeats", "0"]) == 2
+    assert "--repeats must be positive" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``python -m sodlib bench prroi``: timing ratios of precise RoI pooling (see :mod:`sodlib.bench.prroi`)."""
+"""``python -m sodlib bench prroi|rfcn|all``: timing ratios of precise RoI pooling (:mod:`sodlib.bench.prroi`) and of
+R-FCN against Faster R-CNN and across its poolings (:mod:`sodlib.bench.rfcn`)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-BENCH_TARGETS = ["prroi", "all"]  # `all` runs every benchmark; today that is prroi
+BENCH_TARGETS = ["prroi", "rfcn", "all"]  # `all` runs every benchmark
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time compiled ops against their references and torchvision, as ratios from one run",
         description="Print forward and forward+backward time ratios of PrRoI / PS-PrRoI pooling against the "
         "pure-PyTorch reference and torchvision's roi_align / ps_roi_align (sampling_ratio=2) on an R-FCN-sized "
-        "workload (k=7, 21 classes, stride-16 map of a 600x1000 image, 300 mostly small RoIs).",
+        "workload (k=7, 21 classes, stride-16 map of a 600x1000 image, 300 mostly small RoIs); rfcn: inference ms "
+        "per image of R-FCN against Faster R-CNN with the same backbone at 300 RoIs, and R-FCN's training step "
+        "with each pooling (the fast configs, CPU).",
     )
     parser.add_argument("target", choices=BENCH_TARGETS, help="what to benchmark")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
@@ -31,6 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repeats <= 0:
+        raise ValueError("--repeats must be positive")
+    if args.threads is not None and args.threads <= 0:
+        raise ValueError("--threads must be positive")
+    if args.target in ("prroi", "all"):
+        run_prroi(args)
+    if args.target in ("rfcn", "all"):
+        from sodlib.bench.rfcn import benchmark_rfcn
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        print()
+        print("R-FCN benchmark (CPU)")
+        print(benchmark_rfcn(repeats=args.repeats).summary())
+    return 0
+
+
+def run_prroi(args: argparse.Namespace) -> None:
     from sodlib.bench.prroi import (Workload, benchmark_prroi, fixed_cost_seconds, format_ratio_table,
                                       format_times_table, ratio_table)
 
@@ -67,4 +88,3 @@ def run(args: argparse.Namespace) -> int:
         fixed = fixed_cost_seconds(device, workload, seed=args.seed)
         print(f"{device}: the fixed cost of a call (prroi_pool forward+backward on 1 RoI): "
               f"cold {fixed['cold'] * 1e3:.3f} ms, warm {fixed['warm'] * 1e3:.3f} ms")
-    return 0

@@ -48,7 +48,7 @@ from sodlib.ops.position_sensitive import POOLINGS, check_pooling_name, position
 from sodlib.ops.prroi import ps_prroi_pool
 
 __all__ = ["POOLINGS", "RFCN_ANCHOR_SIZES", "position_sensitive_vote", "ohem_select", "jitter_boxes", "as_rois",
-           "iou_guided_nms", "PositionSensitiveHead", "RFCNRoIHeads", "rfcn"]
+           "iou_guided_nms", "PositionSensitiveHead", "RFCNRoIHeads", "rfcn", "class_score_maps", "refinement_path"]
 
 #: Default anchor sizes of the single stride-16 level: one octave apart from 16 px, so that every object side
 #: from 16 to 256 px has an anchor within a factor sqrt(2) of it (the original R-FCN used 128, 256, 512 on
@@ -344,6 +344,62 @@ class RFCNRoIHeads(RoIHeads):
         keep = ohem_select(classification + box, images, self.ohem_batch_size)
         count = max(len(keep), 1)
         return {"loss_classifier": classification[keep].sum() / count, "loss_box_reg": box[keep].sum() / count}
+
+
+def _reduced_features(model: GeneralizedRCNN, image: Tensor) -> tuple[Tensor, tuple[int, int], Tensor]:
+    """One image through R-FCN's resize, backbone and 1x1 reduction: ``(reduced Tensor[1, D, H', W'],
+    resized (height, width), scale Tensor[4])``, ``scale`` turning image boxes into resized ones."""
+    if not isinstance(getattr(model, "roi_heads", None), RFCNRoIHeads):
+        raise ValueError("the model is not an R-FCN; fix: build it with build_model('rfcn', ...)")
+    transformed, _ = model.transform([image])
+    reduced = model.roi_heads.head.reduce(model.backbone(transformed.tensors)["conv5"])
+    height, width = transformed.image_sizes[0]
+    sy, sx = height / image.shape[-2], width / image.shape[-1]
+    return reduced, (height, width), torch.tensor([sx, sy, sx, sy], dtype=reduced.dtype, device=reduced.device)
+
+
+@torch.no_grad()
+def class_score_maps(model: GeneralizedRCNN, image: Tensor) -> tuple[Tensor, Tensor]:
+    """The position-sensitive class maps of an R-FCN for one image ``Tensor[3, H, W]``:
+    ``(maps Tensor[C + 1, k^2, H', W'], scale Tensor[4])``; map ``[c, i * k + j]`` is what bin ``(i, j)`` of a RoI
+    reads for class ``c`` (input channel ``(c k + i) k + j``), on the stride-16 grid of the *resized* image, and
+    ``box * scale`` puts an image box on that grid."""
+    was_training = model.training
+    model.eval()
+    try:
+        reduced, _, scale = _reduced_features(model, image)
+        head = model.roi_heads.head
+        maps = head.class_maps(reduced)[0]
+    finally:
+        model.train(was_training)
+    return maps.reshape(head.num_classes, head.k * head.k, *maps.shape[-2:]), scale
+
+
+@torch.no_grad()
+def refinement_path(model: GeneralizedRCNN, image: Tensor, boxes: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """IoU-Net's refinement of ``boxes`` (``Tensor[N, 4]``, image px) in one image, step by step: ``(path
+    Tensor[steps + 1, N, 4]`` in image px, ``predicted_iou Tensor[steps + 1, N])``, row 0 the boxes given. Each
+    row is one :meth:`RFCNRoIHeads.refine` step from the row before, so the last row is what ``refine_steps =
+    steps`` gives a detection at test time."""
+    heads = model.roi_heads
+    if not isinstance(heads, RFCNRoIHeads) or heads.head.iou_maps is None:
+        raise ValueError("refinement needs an R-FCN with an IoU branch; fix: build_model('rfcn', ..., iou_head=True)")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps={steps!r} must be an integer >= 0")
+    was_training = model.training
+    model.eval()
+    try:
+        reduced, size, scale = _reduced_features(model, image)
+        current = boxes.to(reduced) * scale
+        path, ious = [current], [heads.head.predicted_iou(reduced, [current])]
+        for _ in range(steps):
+            refined, iou = heads.refine(reduced, [current], [size], 1)
+            current = refined[0]
+            path.append(current)
+            ious.append(iou[0])
+    finally:
+        model.train(was_training)
+    return torch.stack(path) / scale, torch.stack(ious)
 
 
 @register_model("rfcn")
