@@ -340,7 +340,9 @@ class RFCNRoIHeads(RoIHeads):
         targets_all = torch.cat(regression_targets)
         images = torch.cat([torch.full((len(p),), i, device=labels_all.device) for i, p in enumerate(proposals)])
         classification = F.cross_entropy(class_logits, labels_all, reduction="none")
-        box = F.smooth_l1_loss(box_deltas, targets_all, beta=1 / 9, reduction="none").sum(dim=1) * (labels_all > 0)
+        # negatives carry no box target: where() keeps a degenerate one (a near-empty box's log ratio) out of the sum
+        box = torch.where(labels_all > 0,
+                          F.smooth_l1_loss(box_deltas, targets_all, beta=1 / 9, reduction="none").sum(dim=1), 0.0)
         keep = ohem_select(classification + box, images, self.ohem_batch_size)
         count = max(len(keep), 1)
         return {"loss_classifier": classification[keep].sum() / count, "loss_box_reg": box[keep].sum() / count}
