@@ -46,12 +46,22 @@ __all__ = [
     "generate_multilevel_anchors",
     "largest_matching_offset",
     "match_anchors",
+    "TIE_RTOL",
+    "TIE_RULES",
     "min_matchable_size",
     "worst_case_iou",
     "worst_case_iou_rect",
 ]
 
-TieRule = Literal["all", "one"]
+TieRule = Literal["all", "one", "exact"]
+TIE_RULES = ("all", "one", "exact")
+TIE_RTOL = 1e-5
+"""Relative tolerance of a tie at an object's best IoU ``b``: anchor ``a`` ties if ``IoU(g, a) >= b (1 - TIE_RTOL)``.
+Anchors of one shape are the same box shifted, but their IoUs are computed from shifted float coordinates, so
+anchors that are geometrically tied differ in the last bits (about 1e-16 relative in float64; up to 2e-6 in
+float32 for a 16 px object on a 1333 px image); exact equality then counts rounding noise. ``1e-5`` is above
+both and far below any real difference of two anchors' IoUs with one object (a shift of 1/100 px moves the IoU
+of a 16 px object by about 1e-3)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -269,12 +279,14 @@ def match_anchors(
 
     - positive if ``v[a] >= pos_iou``; negative if ``v[a] < neg_iou``; ignored otherwise;
     - with ``allow_low_quality``, each object's best anchors are positive too: with ``ties="all"`` every
-      anchor ``a`` with ``M[g, a] == max_a' M[g, a']`` (torchvision's ``Matcher``, detectron's RPN), with
-      ``ties="one"`` only the lowest-index such anchor;
+      anchor ``a`` with ``M[g, a] >= b_g (1 - TIE_RTOL)``, ``b_g = max_a' M[g, a']`` (the geometric ties),
+      with ``ties="one"`` only the lowest-index such anchor, with ``ties="exact"`` every anchor with
+      ``M[g, a] == b_g`` bit for bit (torchvision's ``Matcher``, detectron's RPN: which of the geometrically
+      tied anchors it promotes depends on rounding);
     - every positive anchor is assigned to ``arg[a]`` (so a best anchor of one object that overlaps another
       object more goes to that other object, as in ``Matcher``).
 
-    With ``ties="all"`` the result equals ``torchvision.models.detection._utils.Matcher(pos_iou, neg_iou,
+    With ``ties="exact"`` the result equals ``torchvision.models.detection._utils.Matcher(pos_iou, neg_iou,
     allow_low_quality)``, including its edge cases (an object that overlaps no anchor has best IoU 0 and
     promotes every anchor with IoU 0).
     """
@@ -282,8 +294,9 @@ def match_anchors(
     _check_boxes("gt_boxes", gt_boxes)
     if not 0.0 <= neg_iou <= pos_iou <= 1.0:
         raise ValueError(f"need 0 <= neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
-    if ties not in ("all", "one"):
-        raise ValueError(f"ties={ties!r}; use 'all' (every anchor tied at an object's best IoU, as torchvision) or 'one'")
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r}; use 'all' (every anchor tied at an object's best IoU, to a relative "
+                         f"{TIE_RTOL:g}), 'one' (the lowest-index one) or 'exact' (bitwise equal, as torchvision's Matcher)")
     num_anchors, num_objects = anchors.shape[0], gt_boxes.shape[0]
     if num_objects == 0:
         return AnchorMatch(
@@ -299,12 +312,16 @@ def match_anchors(
     matched = anchor_object.clone()
     matched[anchor_best < neg_iou] = -1
     matched[(anchor_best >= neg_iou) & (anchor_best < pos_iou)] = -2
-    best_iou, best_anchor = iou.max(dim=1)
+    best_iou = iou.max(dim=1).values
     if allow_low_quality:
-        if ties == "all":
+        if ties == "exact":
             promoted = torch.where(iou == best_iou[:, None])[1]
         else:
-            promoted = best_anchor
+            tied = iou >= best_iou[:, None] * (1.0 - TIE_RTOL)
+            if ties == "all":
+                promoted = torch.where(tied)[1]
+            else:  # the first tied anchor of each object
+                promoted = tied.to(torch.int8).argmax(dim=1)
         matched[promoted] = anchor_object[promoted]
     labels = torch.zeros(num_anchors, dtype=torch.int8)
     labels[matched == -2] = -1

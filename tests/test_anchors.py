@@ -117,7 +117,7 @@ def random_scene(seed: int, num_objects: int) -> tuple[torch.Tensor, torch.Tenso
 @pytest.mark.parametrize("seed", range(6))
 def test_match_anchors_equals_torchvision_matcher(seed, allow_low_quality):
     anchors, boxes = random_scene(seed, num_objects=1 + seed * 3)
-    ours = match_anchors(anchors, boxes, 0.7, 0.3, allow_low_quality)
+    ours = match_anchors(anchors, boxes, 0.7, 0.3, allow_low_quality, ties="exact")
     theirs = Matcher(0.7, 0.3, allow_low_quality)(tv_box_iou(boxes, anchors))
     assert torch.equal(ours.matched_object, theirs)
     assert torch.equal(ours.labels, torch.where(theirs >= 0, 1, torch.where(theirs == -2, -1, 0)).to(torch.int8))
@@ -144,6 +144,36 @@ def test_match_one_object_exactly_at_an_anchor_and_between_anchors():
     assert int(one.labels.eq(-1).sum()) == 0 and int(one.labels.eq(0).sum()) == 15
     no_low_quality = match_anchors(anchors, between, allow_low_quality=False)
     assert no_low_quality.matched_anchors_per_object.item() == 0
+
+
+def containing_anchors(anchors: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """``bool [A]``: anchors that contain ``box`` ``[4]`` entirely."""
+    return (anchors[:, 0] <= box[0]) & (anchors[:, 1] <= box[1]) & (anchors[:, 2] >= box[2]) & (anchors[:, 3] >= box[3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ties_are_the_geometric_ties_not_rounding_noise(dtype):
+    """A 16 px square inside FPN's stride-4 anchors of area 32^2 (all three ratios) has IoU 256 / 1024 with each
+    anchor that contains it: those are its best anchors, all tied. Computed from shifted float coordinates their
+    IoUs differ in the last bits, so exact equality keeps only some of them; the tolerance keeps all."""
+    anchors = FPN_ANCHORS.anchors_for_image(640, 640, dtype=dtype)
+    level = anchors[: FPN_ANCHORS.feature_sizes(640, 640)[0][0] * FPN_ANCHORS.feature_sizes(640, 640)[0][1] * 3]
+    rng = np.random.default_rng(0)
+    exact_fewer = 0
+    for corner in rng.uniform(100, 500, size=(40, 2)):
+        box = torch.tensor([[corner[0], corner[1], corner[0] + 16, corner[1] + 16]], dtype=dtype)
+        geometric = int(containing_anchors(level, box[0]).sum())
+        assert geometric >= 25  # at least the 5 x 5 square anchors of side 32
+        tied = match_anchors(anchors, box, ties="all")
+        assert tied.matched_anchors_per_object.item() == geometric
+        assert tied.best_iou_per_object.item() == pytest.approx(0.25, rel=1e-5)
+        exact = match_anchors(anchors, box, ties="exact").matched_anchors_per_object.item()
+        assert 1 <= exact <= geometric
+        exact_fewer += exact < geometric
+        one = match_anchors(anchors, box, ties="one")
+        assert one.matched_anchors_per_object.item() == 1
+        assert bool(containing_anchors(anchors[one.labels == 1], box[0]).all())
+    assert exact_fewer > 0  # the noise the tolerance removes is real on these anchors
 
 
 def test_match_without_objects_marks_every_anchor_negative():

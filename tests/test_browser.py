@@ -1,8 +1,11 @@
-"""End to end in a real browser: JupyterLab serves notebook 02, headless Chromium runs it, a slider moves the figure.
+"""End to end in a real browser: JupyterLab serves notebook 02 and a trimmed notebook 05, headless Chromium runs
+them, and a slider moves each explorer's figure.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``; ``.ci/run``
-installs them) and the ``selenium`` package of the test extra; skipped cleanly without them. The notebook is
-copied to a temporary folder and served from there, so the browser's run never touches the committed file. A
+installs them) and the ``selenium`` package of the test extra; skipped cleanly without them. The notebooks are
+copied to a temporary folder and served from there, so the browser's run never touches the committed files.
+Notebook 05 is served trimmed to its parameter, import and explorer cells (its training sections would take
+minutes and are run by nbval anyway). A
 screenshot of the explorer after the slider moved is written to ``runs/screenshots/`` (git-ignored).
 """
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
+import json
 import secrets
 import shutil
 import time
@@ -21,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NOTEBOOK = "02_anchor_sizes.ipynb"
+RFCN_NOTEBOOK = "05_rfcn.ipynb"
+RFCN_TRIMMED = "05_rfcn_explorer.ipynb"
 SCREENSHOTS = ROOT / "runs" / "screenshots"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -54,20 +60,34 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
         time.sleep(interval)
 
 
+def explorer_cells_only(notebook: dict, explorer_call: str) -> dict:
+    """``notebook`` (nbformat json) cut to its first two code cells (parameters, imports) and the code cell that
+    contains ``explorer_call``, outputs cleared; fails if the notebook no longer has that cell."""
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    explorer = [cell for cell in code if explorer_call in "".join(cell["source"])]
+    assert len(explorer) == 1, f"expected one cell calling {explorer_call!r}, found {len(explorer)}"
+    cells = [dict(cell, outputs=[], execution_count=None) for cell in code[:2] + explorer]
+    return dict(notebook, cells=cells)
+
+
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
-    """JupyterLab serving a copy of notebook 02 (kernel in the fast setting, inline figures); yields (url, token)."""
+    """JupyterLab serving a copy of notebook 02 and notebook 05 cut to its explorer (kernel in the fast setting,
+    inline figures); yields (url, token)."""
     lab_script = load_lab_script()
     served = tmp_path / "notebooks"
     served.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, served / NOTEBOOK)
+    rfcn = json.loads((ROOT / "notebooks" / RFCN_NOTEBOOK).read_text())
+    (served / RFCN_TRIMMED).write_text(json.dumps(explorer_cells_only(rfcn, "ps_pooling_explorer(")))
     monkeypatch.setattr(lab_script, "NOTEBOOK_DIR", served)
     monkeypatch.setenv("SODLIB_FAST", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
     port, token = lab_script.free_port(), secrets.token_hex(16)
     server = lab_script.start_lab(port, token)
     try:
-        assert NOTEBOOK in lab_script.listed_notebooks(port, token, server=server)
+        listed = lab_script.listed_notebooks(port, token, server=server)
+        assert NOTEBOOK in listed and RFCN_TRIMMED in listed
         yield f"http://127.0.0.1:{port}", token
     finally:
         server.terminate()
@@ -146,33 +166,48 @@ def settled_digest(driver, index: int, quiet: float = 2.0, timeout: float = 60.0
     raise AssertionError(f"explorer figure {index} kept changing for {timeout:.0f} s")
 
 
+def open_and_run_all(driver, url: str, token: str, notebook: str, explorers: int) -> None:
+    """Open ``notebook`` in JupyterLab, clear its stored outputs, run all cells, and wait until ``explorers``
+    explorer figures are drawn and no cell is busy; fails on any traceback in the outputs."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/lab/tree/{notebook}?token={token}&reset")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell"), 120, "the notebook to open")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+             or driver.find_elements(By.XPATH, "//*[contains(@class,'jp-Toolbar')]//*[contains(text(),'Idle')]"), 120,
+             "the kernel to start", interval=1.0)
+    run_menu_command(driver, "Edit", ("editmenu:clear-all", "notebook:clear-all-cell-outputs"))
+    wait_for(lambda: not explorer_images(driver), 30, "the stored outputs to clear")
+    run_menu_command(driver, "Run", ("runmenu:run-all", "notebook:run-all-cells"))
+
+    def explorers_drawn():
+        busy = [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-InputArea-prompt") if "*" in p.text]
+        return len(explorer_images(driver)) >= explorers and not busy
+
+    wait_for(explorers_drawn, 300, f"{notebook} to run and {explorers} explorer(s) to draw", interval=2.0)
+    errors = driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText")
+    tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
+    assert not tracebacks, tracebacks[0][-2000:]
+
+
+def slider_labelled(driver, label: str):
+    """The ipywidgets slider whose label starts with ``label``."""
+    from selenium.webdriver.common.by import By
+
+    sliders = driver.find_elements(By.CSS_SELECTOR, ".widget-slider")
+    return next(s for s in sliders if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith(label))
+
+
 def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(browser, lab):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, token = lab
-    browser.get(f"{url}/lab/tree/{NOTEBOOK}?token={token}&reset")
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell"), 120, "the notebook to open")
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
-             or browser.find_elements(By.XPATH, "//*[contains(@class,'jp-Toolbar')]//*[contains(text(),'Idle')]"), 120,
-             "the kernel to start", interval=1.0)
-    run_menu_command(browser, "Edit", ("editmenu:clear-all", "notebook:clear-all-cell-outputs"))
-    wait_for(lambda: not explorer_images(browser), 30, "the stored outputs to clear")
-    run_menu_command(browser, "Run", ("runmenu:run-all", "notebook:run-all-cells"))
-
-    def both_explorers_drawn():
-        busy = [p for p in browser.find_elements(By.CSS_SELECTOR, ".jp-InputArea-prompt") if "*" in p.text]
-        return len(explorer_images(browser)) >= 2 and not busy
-
-    wait_for(both_explorers_drawn, 300, "the notebook to run and both explorers to draw", interval=2.0)
-    errors = browser.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText")
-    tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
-    assert not tracebacks, tracebacks[0][-2000:]
+    open_and_run_all(browser, url, token, NOTEBOOK, explorers=2)
 
     # the IoU explorer is the first explorer: move its offset slider with the keyboard
     before = settled_digest(browser, 0)
-    sliders = browser.find_elements(By.CSS_SELECTOR, ".widget-slider")
-    offset = next(s for s in sliders if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith("offset d"))
+    offset = slider_labelled(browser, "offset d")
     readout_before = offset.find_element(By.CSS_SELECTOR, ".widget-readout").text
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", offset)
     handle = offset.find_element(By.CSS_SELECTOR, ".noUi-handle")
@@ -196,8 +231,7 @@ def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(browser, l
 
     # the anchor explorer (the second one): a finer stride redraws its figure too
     before = settled_digest(browser, 1)
-    stride = next(s for s in browser.find_elements(By.CSS_SELECTOR, ".widget-slider")
-                  if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith("stride"))
+    stride = slider_labelled(browser, "stride")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", stride)
     handle = stride.find_element(By.CSS_SELECTOR, ".noUi-handle")
     handle.click()
@@ -207,3 +241,38 @@ def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(browser, l
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[1])
     time.sleep(0.5)
     assert browser.save_screenshot(str(SCREENSHOTS / "notebook02_anchor_explorer.png"))
+
+
+def test_notebook_05_pooling_explorer_redraws_when_the_roi_moves_by_sub_pixel_steps(browser, lab):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, token = lab
+    open_and_run_all(browser, url, token, RFCN_TRIMMED, explorers=1)
+
+    def report_text() -> str:
+        reports = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".widget-html pre") if "worst bin" in e.text]
+        return reports[0] if reports else ""
+
+    report_before = wait_for(report_text, 30, "the explorer's report of the three poolings")
+    assert report_before.count("worst bin off by") == 3, report_before
+
+    before = settled_digest(browser, 0)
+    shift = slider_labelled(browser, "shift x")
+    readout_before = shift.find_element(By.CSS_SELECTOR, ".widget-readout").text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", shift)
+    handle = shift.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    for _ in range(3):                        # three quarter-pixel steps
+        handle.send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: shift.find_element(By.CSS_SELECTOR, ".widget-readout").text != readout_before, 30, "the slider to move")
+    wait_for(lambda: image_digest(browser, 0) != before, 60, "the pooling explorer to redraw after the RoI moved")
+    assert settled_digest(browser, 0) != before
+    wait_for(lambda: report_text() != report_before, 30, "the report to follow the moved RoI")
+    assert float(shift.find_element(By.CSS_SELECTOR, ".widget-readout").text) == pytest.approx(
+        float(readout_before) + 0.75)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
+    time.sleep(0.5)
+    assert browser.save_screenshot(str(SCREENSHOTS / "notebook05_pooling_explorer.png"))

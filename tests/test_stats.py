@@ -184,7 +184,7 @@ def assert_same(kernel, reference):
     np.testing.assert_equal(kernel.rows(), reference.rows())  # NaN == NaN for empty bins
 
 
-@pytest.mark.parametrize("ties", ["all", "one"])
+@pytest.mark.parametrize("ties", ["all", "one", "exact"])
 @pytest.mark.parametrize("offset", [0.0, 0.5])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kernel_equals_reference_on_random_scenes(seed, offset, ties):
@@ -207,7 +207,7 @@ def test_kernel_equals_reference_on_coco_mini_images(resize):
     data = coco.dataset
     some = {im["id"] for im in data["images"][:8]}
     subset = coco_from_dict({**data, "images": data["images"][:8], "annotations": [a for a in data["annotations"] if a["image_id"] in some]})
-    for ties in ("all", "one"):
+    for ties in ("all", "one", "exact"):
         assert_same(anchor_matching_statistics(subset, ties=ties, resize=resize), anchor_matching_reference(subset, ties=ties, resize=resize))
 
 
@@ -296,6 +296,38 @@ def test_anchors_command(tmp_path, capsys):
     import tomllib
 
     assert tomllib.loads(config_line)["anchor_sizes"] == [[round(v, 1) for v in derived["sizes"]]]  # pastes into a config
+
+
+def test_anchors_are_derived_from_box_sides_not_mask_areas(tmp_path, capsys):
+    """Objects whose masks fill half their boxes: the sides the anchors are matched against are the boxes'
+    sqrt(w h), so the derived sizes equal those derived from the box sides directly, not from sqrt(mask area)."""
+    from sodlib.anchors import derive_anchor_sizes
+    from sodlib.cli import main
+
+    rng = np.random.default_rng(0)
+    wh = rng.uniform(40, 160, size=(60, 2))
+    annotations = [box_annotation(1, 0, 0, float(w), float(h), area=0.5 * float(w * h)) for w, h in wh]
+    path = write_json(tmp_path, make_coco([(400, 400)], annotations))
+    assert main(["anchors", "--annotations", path, "--stride", "16", "--format", "json"]) == 0
+    by_box = json.loads(capsys.readouterr().out)
+    expected = derive_anchor_sizes(np.sqrt(wh[:, 0] * wh[:, 1]), 16, 0.5)
+    assert by_box["sides"] == "box" and by_box["sizes"] == pytest.approx(expected.sizes)
+    assert by_box["unmatchable_share"] == pytest.approx(expected.unmatchable_share)
+    assert main(["anchors", "--annotations", path, "--stride", "16", "--format", "json", "--sides", "mask"]) == 0
+    by_mask = json.loads(capsys.readouterr().out)
+    assert by_mask["sizes"] == pytest.approx(derive_anchor_sizes(np.sqrt(0.5 * wh[:, 0] * wh[:, 1]), 16, 0.5).sizes)
+    assert by_mask["sizes"][0] < by_box["sizes"][0] and by_mask["unmatchable_share"] > by_box["unmatchable_share"]
+    assert main(["anchors", "--annotations", path, "--stride", "16"]) == 0
+    assert "sides sqrt(w h) of the boxes" in capsys.readouterr().out
+
+
+def test_box_sides_of_an_object_table():
+    from sodlib.stats import object_table
+
+    coco = make_coco([(100, 100)], [box_annotation(1, 10, 10, 14, 19, area=20.0), box_annotation(1, 0, 0, 5, 5, area=25.0)])
+    table = object_table(coco)
+    np.testing.assert_allclose(table.box_sides, [6.0, 5.0])
+    np.testing.assert_allclose(table.areas, [20.0, 25.0])  # the area field keeps the bins
 
 
 def test_simulate_random_squares_reproduces_r16():

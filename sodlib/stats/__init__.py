@@ -20,10 +20,12 @@ Conventions, stated in every result:
   scaled by ``new / old`` per axis, areas by the product of the two ratios;
 - matching is :func:`sodlib.anchors.match_anchors` (torchvision's ``Matcher``): an anchor is positive if its
   IoU with some object is ``>= pos_iou`` or (``allow_low_quality``) it is a best anchor of an object, and a
-  positive anchor belongs to the object it overlaps most. ``ties="all"`` (the default, what torchvision and
-  detectron train with) promotes every anchor tied at an object's best IoU, so a small object inside several
-  equal anchors gets several; ``ties="one"`` promotes one anchor per object (the lowest index), which is what
-  Kisantal's 1.00 matched anchors per small object suggests;
+  positive anchor belongs to the object it overlaps most. ``ties="all"`` (the default) promotes every anchor tied
+  at an object's best IoU to a relative :data:`sodlib.anchors.TIE_RTOL`, so a small object inside several
+  geometrically equal anchors gets all of them; ``ties="one"`` promotes one anchor per object (the lowest
+  index), which is what Kisantal's 1.00 matched anchors per small object suggests; ``ties="exact"`` compares
+  IoUs bit for bit, as torchvision's ``Matcher`` and detectron train: the anchors' coordinates are shifted
+  floats, so which of the tied anchors pass is rounding noise;
 - objects whose box has zero width or height cannot be matched (IoU 0 with every anchor) and are left out of
   the matching statistics, counted in ``degenerate_objects``.
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from sodlib.anchors import FPN_ANCHORS, AnchorSet, TieRule, match_anchors
+from sodlib.anchors import FPN_ANCHORS, TIE_RTOL, TIE_RULES, AnchorSet, TieRule, match_anchors
 from sodlib.data.sizes import SIZE_BINS, AreaMode, check_area_mode, in_size_bin
 from sodlib.stats.matching_kernel import kernel_inputs, match_images
 from sodlib.stats.objects import ObjectTable, Resize, check_resize, no_objects_error, object_table
@@ -74,8 +74,9 @@ def _check_matching_args(anchors: AnchorSet, pos_iou: float, neg_iou: float, tie
         raise ValueError(f"anchors must be a sodlib.anchors.AnchorSet (e.g. FPN_ANCHORS or AnchorSet.single_level(16, [32, 64])), got {type(anchors).__name__}")
     if not 0.0 < neg_iou <= pos_iou <= 1.0:
         raise ValueError(f"need 0 < neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
-    if ties not in ("all", "one"):
-        raise ValueError(f"ties={ties!r}; use 'all' (every anchor tied at an object's best IoU, as torchvision's Matcher) or 'one' (one per object)")
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r}; use 'all' (every anchor tied at an object's best IoU, to a relative {TIE_RTOL:g}), "
+                         f"'one' (one per object) or 'exact' (bitwise equal IoUs, as torchvision's Matcher)")
 
 
 def _summarise(table: ObjectTable, valid: np.ndarray, best: np.ndarray, matched: np.ndarray, anchors_total: int, positives: int, ignored: int,
@@ -189,6 +190,7 @@ def anchor_matching_statistics(
             float(neg_iou),
             bool(allow_low_quality),
             ties == "one",
+            0.0 if ties == "exact" else TIE_RTOL,
             best[first:last],
             matched[first:last],
             positive[lo:hi],

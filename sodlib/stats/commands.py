@@ -1,6 +1,6 @@
 """Commands ``python -m sodlib stats`` and ``python -m sodlib anchors``.
 
-- ``stats ANNOTATIONS.json [--area box] [--resize 800 1333] [--anchors SPEC] [--ties all|one]
+- ``stats ANNOTATIONS.json [--area box] [--resize 800 1333] [--anchors SPEC] [--ties all|one|exact]
   [--format table|json|csv]``: Kisantal's Table 2 for a COCO file: per size bin the object, image and
   pixel-area shares, and how the RPN's anchor matching treats the bin;
 - ``anchors --annotations FILE --stride 16 --iou 0.5``: anchor sizes derived from the file's object sizes so
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sodlib.anchors import FPN_ANCHORS, AnchorSet
+from sodlib.anchors import FPN_ANCHORS, TIE_RTOL, TIE_RULES, AnchorSet
 from sodlib.tables import format_table
 
 LARGE_FILE_ANNOTATIONS = 50_000  # show progress bars from this many annotations on
@@ -152,13 +152,17 @@ def _anchors(args: argparse.Namespace) -> int:
     table = object_table(load_coco(args.annotations), area=args.area, resize=resize, include_crowd=False)
     if table.num_objects == 0:
         raise ValueError(f"{args.annotations} has no (non-crowd) annotations to derive anchor sizes from")
-    sides = np.sqrt(table.areas[table.areas > 0])
+    all_sides = table.box_sides if args.sides == "box" else np.sqrt(np.clip(table.areas, 0.0, None))
+    sides = all_sides[all_sides > 0]
+    if sides.size == 0:
+        raise ValueError(f"{args.annotations}: every box has zero width or height; nothing to derive anchor sizes from")
     derived = derive_anchor_sizes(sides, args.stride, args.iou, quantiles=(args.quantiles[0], args.quantiles[1]))
     if args.format == "json":
-        print(json.dumps({"annotations": str(args.annotations), **derived.__dict__}, indent=2, default=float))
+        print(json.dumps({"annotations": str(args.annotations), "sides": args.sides, **derived.__dict__}, indent=2, default=float))
         return 0
     lo, hi = derived.covered_range
-    print(f"{args.annotations}: {derived.num_objects} objects, sides sqrt({table.area_mode} area)"
+    source = "sqrt(w h) of the boxes" if args.sides == "box" else f"sqrt({table.area_mode} area)"
+    print(f"{args.annotations}: {derived.num_objects} objects, sides {source}"
           + (f" after resizing to {resize[0]}/{resize[1]}" if resize else ""))
     print(f"stride {args.stride:g}, IoU {args.iou:g}, worst placement (centres stride/2 apart on each axis): "
           f"smallest matchable side {derived.min_matchable_size:.2f} px; "
@@ -185,8 +189,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--offset", type=float, default=0.0, help="anchor centre offset as a fraction of the stride (0 as torchvision, or 0.5)")
     stats.add_argument("--pos-iou", type=float, default=0.7)
     stats.add_argument("--neg-iou", type=float, default=0.3)
-    stats.add_argument("--ties", choices=("all", "one"), default="all",
-                       help="best-anchor rule: every anchor tied at an object's best IoU (torchvision's Matcher, default) or one per object")
+    stats.add_argument("--ties", choices=TIE_RULES, default="all",
+                       help=f"best-anchor rule: every anchor tied at an object's best IoU to a relative {TIE_RTOL:g} (default), one per object, "
+                       "or 'exact' (bitwise equal IoUs, as torchvision's Matcher)")
     stats.add_argument("--no-low-quality", action="store_true", help="do not promote each object's best anchor")
     stats.add_argument("--include-crowd", action="store_true", help="count crowd annotations too")
     stats.add_argument("--no-matching", action="store_true", help="size statistics only")
@@ -202,6 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     anchors.add_argument("--stride", type=float, required=True, help="feature stride in pixels")
     anchors.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
     anchors.add_argument("--quantiles", nargs=2, type=float, default=(0.01, 0.99), metavar=("LOW", "HIGH"))
+    anchors.add_argument("--sides", choices=("box", "mask"), default="box",
+                         help="object sides from the boxes, sqrt(w h) (default: anchors are matched against boxes), or sqrt(area) "
+                              "of the area field (--area picks mask or box area)")
     _add_common(anchors)
     anchors.add_argument("--format", choices=("table", "json"), default="table")
     anchors.set_defaults(func=_anchors)

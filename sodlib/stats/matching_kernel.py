@@ -52,6 +52,7 @@ def match_images(
     neg_iou,
     allow_low_quality,
     tie_one,
+    tie_rtol,  # float64: an anchor ties at the best IoU b if its IoU >= b (1 - tie_rtol); 0 is exact equality
     best_iou_out,  # float64 [N]
     matched_out,  # int64 [N]
     positive_out,  # int64 [I]
@@ -63,8 +64,8 @@ def match_images(
     ``min(aw, w) min(ah, h) / (aw ah + w h - min(aw, w) min(ah, h))``; shapes are visited in decreasing
     order of that bound until it falls below both the best IoU found so far and ``neg_iou``. On a visited
     shape only grid cells whose anchor overlaps the box are computed. The visit records every anchor with IoU
-    ``>= neg_iou`` (candidates for positive / ignored) and the anchors tied at the object's best IoU (all, or
-    the lowest index with ``tie_one``). Per image, the promoted best anchors and the candidates are then
+    ``>= neg_iou`` (candidates for positive / ignored) and the anchors tied at the object's best IoU ``b``,
+    those with IoU ``>= b (1 - tie_rtol)`` (all of them, or the lowest index with ``tie_one``). Per image, the promoted best anchors and the candidates are then
     resolved: each goes to the first object it overlaps most (recomputed over all objects for promoted ones),
     is positive if promoted or ``>= pos_iou``, ignored if only ``>= neg_iou``. Outputs are added to / written
     into the ``*_out`` arrays.
@@ -86,9 +87,11 @@ def match_images(
     cand_object = np.empty(1024, dtype=np.int64)
     cand_iou = np.empty(1024, dtype=np.float64)
     tie_anchor = np.empty(256, dtype=np.int64)
+    tie_iou = np.empty(256, dtype=np.float64)
     tie_box = np.empty((256, 4), dtype=np.float64)
     promoted_anchor = np.empty(256, dtype=np.int64)
     promoted_box = np.empty((256, 4), dtype=np.float64)
+    tie_keep = 1.0 - tie_rtol
 
     for image in range(image_start.shape[0] - 1):
         first = image_start[image]
@@ -118,7 +121,7 @@ def match_images(
             num_ties = 0
             for oi in range(num_shapes):
                 s = order[oi]
-                if bound[s] < best - 1e-9 and bound[s] < neg_iou - 1e-9:
+                if bound[s] < best * tie_keep - 1e-9 and bound[s] < neg_iou - 1e-9:
                     break
                 level = shape_level[s]
                 k = shape_k[s]
@@ -141,6 +144,7 @@ def match_images(
                 cand_object = _reserve(cand_object, num_cand + visits)
                 cand_iou = _reserve(cand_iou, num_cand + visits)
                 tie_anchor = _reserve(tie_anchor, num_ties + visits)
+                tie_iou = _reserve(tie_iou, num_ties + visits)
                 tie_box = _reserve(tie_box, num_ties + visits)
                 for j in range(j_lo, j_hi + 1):
                     cy = j * stride + shift
@@ -161,17 +165,26 @@ def match_images(
                             cand_object[num_cand] = g
                             cand_iou[num_cand] = iou
                             num_cand += 1
-                        if iou > best or (iou == best and (not tie_one or anchor < tie_anchor[0])):
-                            if iou > best or tie_one:
-                                num_ties = 0
-                            best = iou
+                        if iou >= best * tie_keep:  # a tie so far; the final best filters them below
+                            if iou > best:
+                                best = iou
                             tie_anchor[num_ties] = anchor
+                            tie_iou[num_ties] = iou
                             tie_box[num_ties, 0] = x1
                             tie_box[num_ties, 1] = y1
                             tie_box[num_ties, 2] = x2
                             tie_box[num_ties, 3] = y2
                             num_ties += 1
             best_iou_out[first + g] = max(best, 0.0)
+            kept = 0
+            for t in range(num_ties):
+                if tie_iou[t] >= best * tie_keep and (not tie_one or kept == 0 or tie_anchor[t] < tie_anchor[0]):
+                    if tie_one:
+                        kept = 0
+                    tie_anchor[kept] = tie_anchor[t]
+                    tie_box[kept] = tie_box[t]
+                    kept += 1
+            num_ties = kept
             if allow_low_quality and best > 0.0:
                 promoted_anchor = _reserve(promoted_anchor, num_promoted + num_ties)
                 promoted_box = _reserve(promoted_box, num_promoted + num_ties)

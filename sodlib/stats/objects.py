@@ -47,6 +47,14 @@ class ObjectTable:
     def num_objects(self) -> int:
         return int(self.boxes.shape[0])
 
+    @property
+    def box_sides(self) -> np.ndarray:
+        """``float64 [N]``: ``sqrt(w h)`` of each box, the side of the square with the box's area. Anchors are
+        matched against boxes, so anchor sizes are derived from these; a mask's ``sqrt(area)`` is smaller (a
+        mask fills only part of its box) and is for the size bins only."""
+        wh = np.clip(self.boxes[:, 2:] - self.boxes[:, :2], 0.0, None)
+        return np.sqrt(wh[:, 0] * wh[:, 1])
+
 
 def as_coco(coco: COCO | str | os.PathLike) -> COCO:
     if isinstance(coco, COCO):
