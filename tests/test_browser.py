@@ -80,11 +80,10 @@ def lab(tmp_path, monkeypatch):
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, served / NOTEBOOK)
     rfcn = json.loads((ROOT / "notebooks" / RFCN_NOTEBOOK).read_text())
     (served / RFCN_TRIMMED).write_text(json.dumps(explorer_cells_only(rfcn, "ps_pooling_explorer(")))
-    monkeypatch.setattr(lab_script, "NOTEBOOK_DIR", served)
     monkeypatch.setenv("SODLIB_FAST", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
     port, token = lab_script.free_port(), secrets.token_hex(16)
-    server = lab_script.start_lab(port, token)
+    server = lab_script.start_lab(port, token, root=served)  # the copies, never the committed files
     try:
         listed = lab_script.listed_notebooks(port, token, server=server)
         assert NOTEBOOK in listed and RFCN_TRIMMED in listed
