@@ -3,6 +3,8 @@
 - :func:`prroi_pool`, :func:`ps_prroi_pool`, :class:`PrRoIPool`, :class:`PSPrRoIPool`: precise RoI pooling
   and its position-sensitive variant, differentiable in the features and the RoI coordinates.
 - :func:`prroi_pool_reference`, :func:`ps_prroi_pool_reference`: the same math in plain PyTorch.
+- :func:`roi_align_reference`: torchvision's RoIAlign (fixed sampling ratio) in plain PyTorch, with the box
+  gradient torchvision does not return.
 - :func:`roi_pool`, :func:`roi_align`, :func:`ps_roi_align` and their modules, from torchvision.
 - :func:`ps_pool` (the three position-sensitive poolings by name), :func:`position_sensitive_vote` (R-FCN's
   vote), :func:`effective_bin_centres` (where each pooling's bins really look).
@@ -14,6 +16,7 @@ from sodlib.ops.extension import EXTENSION_LOADED, has_compiled_kernel
 from sodlib.ops.position_sensitive import POOLINGS, effective_bin_centres, position_sensitive_vote, ps_pool
 from sodlib.ops.prroi import PrRoIPool, PSPrRoIPool, prroi_pool, ps_prroi_pool
 from sodlib.ops.prroi_reference import prroi_pool_reference, ps_prroi_pool_reference
+from sodlib.ops.roi_align_reference import roi_align_reference
 from sodlib.ops.torchvision_pooling import (
     PSRoIAlign,
     PSRoIPool,
@@ -47,5 +50,6 @@ __all__ = [
     "ps_roi_align_pixel_convention",
     "ps_roi_pool",
     "roi_align",
+    "roi_align_reference",
     "roi_pool",
 ]
