@@ -19,6 +19,14 @@ def test_bench_prroi_prints_every_comparison(capsys: pytest.CaptureFixture[str])
     assert "cpu: the fixed cost of a call" in out
 
 
+def test_bench_prroi_takes_the_coco_class_count(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "prroi", "--device", "cpu", "--rois", "2", "--classes", "81", "--repeats", "1",
+                 "--reference-repeats", "1"])
+    assert code == 0 and "81 classes" in capsys.readouterr().out
+    assert main(["bench", "prroi", "--device", "cpu", "--classes", "0"]) == 2
+    assert "--classes" in capsys.readouterr().err
+
+
 def test_cold_is_the_first_run_of_a_turn_and_warm_the_runs_after_it() -> None:
     import time
 

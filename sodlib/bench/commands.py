@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                         help="where to run (all: CPU, and CUDA when present)")
     parser.add_argument("--rois", type=int, default=300, help="number of RoIs (default 300)")
+    parser.add_argument("--classes", type=int, default=21,
+                        help="classes with background (default 21, VOC as Zhang et al.; 81 for COCO: 81 x 49 = 3,969 score maps)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per op (the fastest counts; default 10)")
     parser.add_argument("--reference-repeats", type=int, default=5, help="timed runs of the slow references")
     parser.add_argument("--threads", type=int, default=None,
@@ -55,8 +57,8 @@ def run_prroi(args: argparse.Namespace) -> None:
     from sodlib.bench.prroi import (Workload, benchmark_prroi, fixed_cost_seconds, format_ratio_table,
                                       format_times_table, ratio_table)
 
-    if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0:
-        raise ValueError("--rois, --repeats and --reference-repeats must be positive")
+    if args.rois <= 0 or args.repeats <= 0 or args.reference_repeats <= 0 or args.classes <= 0:
+        raise ValueError("--rois, --classes, --repeats and --reference-repeats must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -66,7 +68,7 @@ def run_prroi(args: argparse.Namespace) -> None:
             raise ValueError("--threads must be positive")
         torch.set_num_threads(args.threads)
 
-    workload = replace(Workload(), rois=args.rois)
+    workload = replace(Workload(), rois=args.rois, classes=args.classes)
     height, width = workload.feature_size
     print(f"PrRoI benchmark: {workload.rois} RoIs ({workload.small_fraction:.0%} small), k={workload.bins}, "
           f"{workload.classes} classes, stride-{workload.stride} map {height}x{width} of a "
