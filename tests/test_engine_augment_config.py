@@ -123,3 +123,21 @@ def test_augmentation_experiment_runs_exist_and_seed_names_the_file(data, tmp_pa
     assert record["path"].endswith("fast_baseline_seed5.json")
     with pytest.raises(ValueError, match="seed"):
         run_experiment("fast_baseline", seed=-1, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")
+
+
+def test_anchor_sets_experiment_uses_the_sizes_sodlib_anchors_derives(data):
+    """The 'derived' row of anchor_sets is what the anchors command finds for the embedded train split at 384 px."""
+    from sodlib.anchors import derive_anchor_sizes
+    from sodlib.data import embedded_dataset
+    from sodlib.engine.experiments import DERIVED_STRIDE16_ANCHORS, EXPERIMENTS
+    from sodlib.engine.runs import apply_overrides
+    from sodlib.stats import object_table
+
+    annotations, _ = embedded_dataset("train")
+    sides = object_table(str(annotations), resize=(384, 384)).box_sides
+    derived = derive_anchor_sizes(sides[sides > 0], stride=16, iou_threshold=0.5, quantiles=(0.01, 0.99))
+    assert tuple(round(size, 1) for size in derived.sizes) == DERIVED_STRIDE16_ANCHORS  # as the command prints them
+    experiment = EXPERIMENTS["anchor_sets"]
+    config = apply_overrides(load_run_config(CHECKOUT_DIR / "configs" / "fast.toml"), list(experiment.overrides["derived_40_100"]))
+    assert config["model"]["fpn"] is False
+    assert config["model"]["anchor_sizes"] == [sorted(list(DERIVED_STRIDE16_ANCHORS) + [40.0, 100.0])]

@@ -72,6 +72,23 @@ _SWEEP = {
 }
 
 
+# Krishna and Jawahar's Table I (R17) on one stride-16 map: the default sizes, Chen et al.'s, the set that
+# `python -m sodlib anchors --annotations <embedded train> --stride 16 --resize 384 384` derives (worst placement,
+# IoU 0.5; a test holds these values to sodlib.anchors), and that set plus 40 and 100 as the seed's last row.
+DERIVED_STRIDE16_ANCHORS = (54.6, 109.2, 218.3)
+_ANCHOR_SETS = {
+    "default": (128.0, 256.0, 512.0),
+    "chen": (16.0, 40.0, 100.0),
+    "derived": DERIVED_STRIDE16_ANCHORS,
+    "derived_40_100": tuple(sorted(DERIVED_STRIDE16_ANCHORS + (40.0, 100.0))),
+}
+
+
+def _single_level(sizes: tuple[float, ...]) -> tuple[str, ...]:
+    """Overrides for one stride-16 map (conv4, no pyramid) with anchors of ``sizes``."""
+    return ("model.fpn=false", "model.anchor_sizes=" + json.dumps([list(sizes)]))
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "fast_baseline": Experiment("the fast configuration (resnet_tiny, 384 px, about 3 minutes on 2 CPU cores) on the embedded data",
                                 {"fast": "fast.toml"}),
@@ -108,6 +125,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                                 "precise_rfcn_iou_nms": ("precise_rfcn_iou", {"iou_guided_nms": True}),
                                 "precise_rfcn_iou_nms_refine": ("precise_rfcn_iou", {"iou_guided_nms": True,
                                                                                      "refine_steps": 5})}),
+    "anchor_sets": Experiment("Krishna and Jawahar's anchor sets (2017, Table I) on one stride-16 map: the default "
+                              "{128, 256, 512}, Chen et al.'s {16, 40, 100}, the set sodlib.anchors derives for the "
+                              "embedded data at 384 px (worst placement, IoU 0.5) and that set plus 40 and 100; the fast "
+                              "setting (resnet_tiny conv4, 384 px, embedded data, one thread)",
+                              {run: "fast.toml" for run in _ANCHOR_SETS},
+                              {run: _single_level(sizes) for run, sizes in _ANCHOR_SETS.items()}),
 }
 
 
