@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "sodlib.bench.commands",
     "sodlib.models.commands",
     "sodlib.engine.commands",
+    "sodlib.engine.sr_commands",
     "sodlib.augment.commands",
 ]
 

@@ -79,6 +79,7 @@ images, for benchmarks of the statistics code.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -96,6 +97,7 @@ from tqdm.auto import tqdm
 
 from sodlib.data.files import sigterm_unwinds, write_text_atomically
 from sodlib.data.masks import mask_box
+from sodlib.data.resample import downscale_antialiased
 from sodlib.data.paths import data_dir
 
 logger = logging.getLogger(__name__)
@@ -558,6 +560,111 @@ def _write_one_image(task: tuple[int, int, int, str]) -> list[PlacedObject]:
     image, annotations = render_image(seed, image_index, image_size)
     image.save(Path(folder) / image_file_name(image_index + 1), format="JPEG", quality=JPEG_QUALITY)
     return annotations
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One object drawn twice: small, and its high-resolution twin
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ObjectPair:
+    """One object instance drawn at two resolutions.
+
+    ``lr``: ``uint8 [P, P, 3]``, the object as the dataset draws its small objects (rasterised and textured at
+    that size, JPEG quality :data:`JPEG_QUALITY`); ``hr``: ``uint8 [s P, s P, 3]``, the same instance (shape,
+    angle, stretch, colours) rasterised at ``s`` times its side over the same background, lossless.
+    ``box_lr`` / ``box_hr``: the tight boxes ``(x1, y1, x2, y2)`` of the object's masks, in pixels of each
+    crop; ``side``: the object's side ``sqrt(area)`` at low resolution (the polygon's area, before rasterising).
+    """
+
+    lr: np.ndarray
+    hr: np.ndarray
+    box_lr: tuple[float, float, float, float]
+    box_hr: tuple[float, float, float, float]
+    category_id: int
+    side: float
+
+
+def _pair_background(rng: np.random.Generator, lr_size: int, scale: int) -> np.ndarray:
+    """``uint8 [s P, s P, 3]``: a crop of background like the dataset's (smooth luminance and colour noise whose
+    finest cells are about 6 px at low resolution, a translucent patch edge, lines, a distractor blob), drawn
+    at high resolution."""
+    size = lr_size * scale
+    fine = max(lr_size // 6, 2)
+    luminance = _smooth_noise(rng, lr_size, [1, 2, fine], falloff=0.5)
+    colour = np.stack([_smooth_noise(rng, lr_size, [1, 2], falloff=0.5) for _ in range(3)], axis=-1)
+    base = rng.uniform(60, 190, 3).astype(np.float32)
+    pixels = base + rng.uniform(30, 70) * luminance[..., None] + rng.uniform(15, 40) * colour
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB").resize((size, size), Image.BICUBIC)
+    if rng.random() < 0.5:  # the edge of a translucent patch
+        layer = Image.new("L", (size, size), 0)
+        cx, cy = rng.uniform(0, size, 2)
+        r = rng.uniform(0.5, 2.0) * size
+        ImageDraw.Draw(layer).ellipse([cx - r, cy - r, cx + r, cy + r], fill=int(rng.integers(40, 110)))
+        image.paste(_random_colour(rng), box=(0, 0, size, size), mask=layer)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.integers(0, 3)):  # lines 1-3 px wide at low resolution
+        x0, y0, x1, y1 = rng.uniform(0, size, 4)
+        draw.line([x0, y0, x1, y1], fill=_random_colour(rng), width=int(rng.integers(1, 4)) * scale)
+    if rng.random() < 0.5:  # a distractor blob, 3-20 px across at low resolution
+        extent, (cx, cy) = rng.uniform(3, 20) * scale, rng.uniform(0, size, 2)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(5, 10)))
+        radii = extent / 2 * rng.uniform(0.3, 1.0, len(angles))
+        draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)], fill=_random_colour(rng))
+    return np.array(image)
+
+
+def _jpeg_round_trip(pixels: np.ndarray) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return np.array(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def render_object_pair(seed: int, index: int, lr_size: int = 32, scale: int = 2, margin: float = 0.25,
+                       min_side: float = 6.0) -> ObjectPair:
+    """Pair ``index`` of the run with ``seed``: an object of the embedded dataset's kind, drawn small and ``scale``
+    times larger, centred in a ``lr_size``-pixel crop with at least ``margin`` of its extent as context on each side.
+
+    The object's side (``sqrt`` of its polygon area) is log-uniform between ``min_side`` and the largest side
+    whose extent at any angle, times ``1 + 2 margin``, fits in the crop. Low resolution: background = the
+    high-resolution background downscaled (:func:`sodlib.data.resample.downscale_antialiased`), object rasterised and textured at
+    its small size exactly as in the dataset's images (hard, aliased outline; texture sampled at pixel
+    centres), then JPEG at quality :data:`JPEG_QUALITY`, as the dataset's images are stored. High resolution:
+    the same polygon times ``scale`` (low-resolution pixel ``(i, j)`` covers high-resolution pixels
+    ``[s i, s i + s) x [s j, s j + s)``), rasterised and textured at that size, not compressed.
+    Everything is drawn from ``numpy.random.default_rng([seed, index])`` in an order that does not depend on
+    ``scale``, so pairs ``x2`` and ``x4`` of the same index show the same instance.
+    """
+    _check_seed(seed)
+    if scale < 1 or lr_size < 8 or margin < 0:
+        raise ValueError(f"scale={scale}, lr_size={lr_size}, margin={margin}: need scale >= 1, lr_size >= 8, margin >= 0")
+    rng = np.random.default_rng([seed, index])
+    category = CATEGORIES[rng.integers(len(CATEGORIES))]
+    shape = category["name"]
+    angle, stretch = rng.uniform(0, 2 * np.pi), float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
+    radius_per_side = TEMPLATE_RADIUS[shape] * math.sqrt(max(stretch, 1 / stretch))
+    largest = lr_size / (2 * radius_per_side * (1 + 2 * margin))
+    if largest < min_side:
+        raise ValueError(f"lr_size={lr_size} with margin={margin} holds no object of side >= min_side={min_side}; "
+                         "fix: a larger lr_size or a smaller margin")
+    side = float(np.exp(rng.uniform(math.log(min_side), math.log(largest))))
+    centre = np.full(2, lr_size / 2) + rng.uniform(-0.5, 0.5, 2)
+    colours = _two_colours(rng)
+    background = _pair_background(rng, lr_size, scale)
+
+    crops, boxes = [], []
+    for factor, pixels in ((1, downscale_antialiased(background, scale)), (scale, background.copy())):
+        size = lr_size * factor
+        polygon = _shape_polygon(shape, side * factor, angle, stretch, centre * factor)
+        rle, mask = _rasterise(polygon, size, size)
+        box = _extent_box(polygon, size)
+        _paint_object(pixels, mask, box, shape, side * factor, angle, stretch, centre * factor, colours)
+        tight = mask_box(mask.astype(bool))
+        if tight is None:
+            raise RuntimeError(f"pair {index} of seed {seed}: the object has no pixel at x{factor}")
+        crops.append(pixels)
+        boxes.append(tuple(float(v) for v in tight))
+    return ObjectPair(_jpeg_round_trip(crops[0]), crops[1], boxes[0], boxes[1], int(category["id"]), side)
 
 
 # ----------------------------------------------------------------------------------------------------------
