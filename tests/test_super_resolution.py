@@ -342,3 +342,31 @@ def test_sr_commands_refuse_bad_input_before_work(tmp_path, capsys):
                  "--batch-size", "1", "--no-progress", *common]) == 0
     assert_refused(capsys, ["sr", "evaluate", "--weights", str(out / "weights.pt"), "--scale", "4", *common], "holds x2 weights")
     assert_refused(capsys, ["sr", "evaluate", "--weights", str(tmp_path / "none.pt"), "--scale", "2", *common], "do not exist")
+
+
+def test_the_sr_benchmark_times_every_model_and_interpolation():
+    from sodlib.bench.sr import benchmark_sr
+
+    timings = benchmark_sr(crops=2, lr_size=8, repeats=1)
+    assert set(timings.ms) == {2, 4}
+    assert set(timings.ms[2]) == {"encoder_decoder", "espcn", "srcnn", "bilinear", "bicubic"}
+    assert all(ms > 0 for row in timings.ms.values() for ms in row.values())
+    assert "/ bicubic x4" in timings.table()
+
+
+def test_sr_quality_experiment_writes_its_rows_with_both_held_out_sets(tmp_path, monkeypatch):
+    from sodlib.engine import sr_experiments
+
+    monkeypatch.setattr(sr_experiments, "_training_pairs",
+                        lambda protocol, seed: (embedded_sr_pairs(8, protocol, seed=seed), embedded_sr_pairs(4, protocol, seed=9)))
+    monkeypatch.setattr(sr_experiments, "TWIN_PAIRS", 4)
+    monkeypatch.setitem(sr_experiments.SR_EXPERIMENTS, "tiny_sr",
+                        sr_experiments.SRExperiment("tiny", (("espcn", 2), ("encoder_decoder", 4)), iterations=2, batch_size=2))
+    record = sr_experiments.run_sr_experiment("tiny_sr", seed=1, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")
+    written = json.loads((tmp_path / "results" / "tiny_sr_seed1.json").read_text())
+    assert written["complete"] and set(written["rows"]) == {"espcn_x2", "encoder_decoder_x4"}
+    row = written["rows"]["encoder_decoder_x4"]
+    assert row["coco_val"]["crops"] == 4 and row["embedded_twins"]["scale"] == 4
+    assert set(row["coco_val"]["methods"]) == {"model", "bicubic", "bilinear"} and record["path"].endswith("tiny_sr_seed1.json")
+    with pytest.raises(ValueError, match="unknown"):
+        sr_experiments.run_sr_experiment("nope", seed=0, results_dir=tmp_path)

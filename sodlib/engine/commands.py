@@ -143,10 +143,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _experiment(args: argparse.Namespace) -> int:
     from sodlib.engine.experiments import EXPERIMENTS, run_experiment
+    from sodlib.engine.sr_experiments import SR_EXPERIMENTS, run_sr_experiment
 
     if args.name == "list":
-        for name, experiment in EXPERIMENTS.items():
+        for name, experiment in {**EXPERIMENTS, **SR_EXPERIMENTS}.items():
             print(f"{name:16s} {experiment.description}")
+        return 0
+    if args.name in SR_EXPERIMENTS:
+        if args.set:
+            raise ValueError(f"experiment {args.name!r} takes no --set (its schedule is fixed; use 'sr train' for others)")
+        record = run_sr_experiment(args.name, seed=args.seed or 0, quick=args.quick, results_dir=args.results_dir,
+                                   command=_command_line())
+        print(f"{args.name}: {record['duration_s']:.1f} s; written {record['path']}")
+        for row_name, row in record["rows"].items():
+            measured = row.get("coco_val", row["embedded_twins"])["methods"]
+            print(f"{row_name}: PSNR model {measured['model']['psnr']:.2f} dB, bicubic {measured['bicubic']['psnr']:.2f} dB")
         return 0
     record = run_experiment(args.name, quick=args.quick, overrides=args.set, results_dir=args.results_dir, command=_command_line(),
                             seed=args.seed)
