@@ -370,3 +370,19 @@ def test_sr_quality_experiment_writes_its_rows_with_both_held_out_sets(tmp_path,
     assert set(row["coco_val"]["methods"]) == {"model", "bicubic", "bilinear"} and record["path"].endswith("tiny_sr_seed1.json")
     with pytest.raises(ValueError, match="unknown"):
         sr_experiments.run_sr_experiment("nope", seed=0, results_dir=tmp_path)
+
+
+def test_the_upscaling_grid_shows_every_crop_and_method():
+    import matplotlib
+    matplotlib.use("Agg")
+    from sodlib.viz import plot_upscaling_grid
+
+    pairs = embedded_sr_pairs(3, SRProtocol(scale=2), seed=0)
+    lr, hr = pairs.batch(slice(0, 3))
+    upscaled = {"bicubic": upscale(lr, 2, "bicubic"), "bilinear": upscale(lr, 2, "bilinear")}
+    figure = plot_upscaling_grid(lr, upscaled, hr, scores={"bicubic": psnr(upscaled["bicubic"], hr, 2).tolist()},
+                                 row_labels=["a", "b", "c"])
+    assert len(figure.axes) == 3 * 4 and figure.axes[1].get_title() == "bicubic"
+    assert figure.axes[1].get_xlabel() != "" and figure.axes[2].get_xlabel() == ""
+    with pytest.raises(ValueError, match="crops"):
+        plot_upscaling_grid(lr, {"bicubic": upscaled["bicubic"][:2]})

@@ -2,6 +2,7 @@
 from sodlib.viz.boxes import draw_target, plot_samples, plot_size_mix
 from sodlib.viz.statistics import plot_best_iou_vs_side, plot_category_small_share, plot_share_bars, plot_side_histogram, size_shares, table_beside_paper
 from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view, plot_anchor_design, plot_matching_comparison
+from sodlib.viz.super_resolution import plot_upscaling_grid
 
 __all__ = [
     "anchor_explorer_view",
@@ -15,6 +16,7 @@ __all__ = [
     "plot_share_bars",
     "plot_side_histogram",
     "plot_size_mix",
+    "plot_upscaling_grid",
     "size_shares",
     "table_beside_paper",
 ]
