@@ -386,3 +386,17 @@ def test_the_upscaling_grid_shows_every_crop_and_method():
     assert figure.axes[1].get_xlabel() != "" and figure.axes[2].get_xlabel() == ""
     with pytest.raises(ValueError, match="crops"):
         plot_upscaling_grid(lr, {"bicubic": upscaled["bicubic"][:2]})
+
+
+def test_an_embedded_image_drawn_again_at_scale_one_is_the_same_image_and_at_two_its_twin():
+    from sodlib.data.synthetic import render_image, render_image_twin
+
+    image, _ = render_image(1, 3, 256)
+    pixels = np.array(image)
+    assert np.array_equal(render_image_twin(1, 3, 256, 1), pixels)
+    twin = render_image_twin(1, 3, 256, 2)
+    assert twin.shape == (512, 512, 3)
+    difference = np.abs(downscale_antialiased(twin, 2).astype(float) - pixels)
+    assert difference.mean() < 2.0  # the same scene: objects in place, background upscaled
+    with pytest.raises(ValueError, match="scale"):
+        render_image_twin(1, 3, 256, 0)

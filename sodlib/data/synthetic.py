@@ -393,8 +393,10 @@ def _free(occupied: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]
     return not np.any(occupied[y0:y1, x0:x1] & mask[y0:y1, x0:x1].astype(bool))
 
 
-def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray) -> PlacedObject | None:
-    """A tight cluster of tiny instances of one category, annotated as one crowd RLE (see module docstring)."""
+def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray,
+                 painted: list[PaintedShape] | None = None) -> PlacedObject | None:
+    """A tight cluster of tiny instances of one category, annotated as one crowd RLE (see module docstring);
+    each painted member is appended to ``painted`` when given."""
     size = pixels.shape[0]
     category = CATEGORIES[rng.integers(len(CATEGORIES))]
     shape = category["name"]
@@ -415,7 +417,10 @@ def _place_crowd(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndar
         if not _free(union, mask, box) or not _free(occupied, mask, box):
             continue
         union |= mask.astype(bool)
-        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
+        colours = _two_colours(rng)
+        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, colours)
+        if painted is not None:
+            painted.append(PaintedShape(shape, side, angle, stretch, centre, colours))
     box = mask_box(union)
     if box is None:
         return None
@@ -475,9 +480,11 @@ def _free_offsets(coarse: np.ndarray, extent: tuple[float, float, float, float])
     return np.stack([columns + left, rows + top], axis=1).astype(np.float64) * cell
 
 
-def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int) -> list[PlacedObject]:
+def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int,
+                   painted: list[PaintedShape] | None = None) -> list[PlacedObject]:
     """Place up to ``count`` objects with sizes from :func:`sample_sides` where no mask overlaps another;
-    paint them into ``pixels`` (``uint8 [H, W, 3]``) and mark them in ``occupied`` (``bool [H, W]``)."""
+    paint them into ``pixels`` (``uint8 [H, W, 3]``), mark them in ``occupied`` (``bool [H, W]``) and append
+    what was painted to ``painted`` when given."""
     size = pixels.shape[0]
     ranges = side_ranges(size)
     sides, bins = sample_sides(rng, count, ranges, LARGE_DRAW_BOOST)
@@ -523,10 +530,45 @@ def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.nd
         occupied[y0:y1, x0:x1] |= mask[y0:y1, x0:x1].astype(bool)
         cell = PLACEMENT_CELL
         coarse[y0 // cell:-(-y1 // cell), x0 // cell:-(-x1 // cell)] = _coarse_occupancy_of_box(occupied, box)
-        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, _two_colours(rng))
+        colours = _two_colours(rng)
+        _paint_object(pixels, mask, box, shape, side, angle, stretch, centre, colours)
+        if painted is not None:
+            painted.append(PaintedShape(shape, side, angle, stretch, centre, colours))
         placed.append(PlacedObject(category["id"], [polygon], int(mask_utils.area(rle)),
                                    [float(v) for v in mask_utils.toBbox(rle)], 0))
     return placed
+
+
+@dataclass(frozen=True)
+class PaintedShape:
+    """What :func:`_paint_object` was given for one instance, enough to paint it again at another resolution."""
+
+    shape: str
+    side: float
+    angle: float
+    stretch: float
+    centre: np.ndarray
+    colours: np.ndarray
+
+
+def _render(seed: int, image_index: int, image_size: int, painted: list[PaintedShape] | None = None):
+    """``(pixels uint8 [H, W, 3], annotations, background)``: the drawn image before JPEG, and its pixels before
+    any object was painted (background and distractors)."""
+    rng = np.random.default_rng([seed, image_index])
+    image = _paint_background(rng, image_size)
+    _paint_distractors(rng, image)
+    pixels = np.array(image)
+    background = pixels.copy()
+    occupied = np.zeros((image_size, image_size), dtype=bool)
+    annotations = []
+    if rng.random() < CROWD_PROBABILITY:
+        crowd = _place_crowd(rng, pixels, occupied, painted)
+        if crowd is not None:
+            annotations.append(crowd)
+    mean_extra = MEAN_OBJECTS_PER_IMAGE - 1
+    count = 1 + rng.negative_binomial(OBJECT_COUNT_SHAPE, OBJECT_COUNT_SHAPE / (OBJECT_COUNT_SHAPE + mean_extra))
+    annotations += _place_objects(rng, pixels, occupied, min(int(count), MAX_OBJECTS_PER_IMAGE), painted)
+    return pixels, annotations, background
 
 
 def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Image, list[PlacedObject]]:
@@ -534,20 +576,31 @@ def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Im
 
     Everything comes from ``numpy.random.default_rng([seed, image_index])``.
     """
-    rng = np.random.default_rng([seed, image_index])
-    image = _paint_background(rng, image_size)
-    _paint_distractors(rng, image)
-    pixels = np.array(image)
-    occupied = np.zeros((image_size, image_size), dtype=bool)
-    annotations = []
-    if rng.random() < CROWD_PROBABILITY:
-        crowd = _place_crowd(rng, pixels, occupied)
-        if crowd is not None:
-            annotations.append(crowd)
-    mean_extra = MEAN_OBJECTS_PER_IMAGE - 1
-    count = 1 + rng.negative_binomial(OBJECT_COUNT_SHAPE, OBJECT_COUNT_SHAPE / (OBJECT_COUNT_SHAPE + mean_extra))
-    annotations += _place_objects(rng, pixels, occupied, min(int(count), MAX_OBJECTS_PER_IMAGE))
+    pixels, annotations, _ = _render(seed, image_index, image_size)
     return Image.fromarray(pixels, mode="RGB"), annotations
+
+
+def render_image_twin(seed: int, image_index: int, image_size: int, scale: int) -> np.ndarray:
+    """``uint8 [s H, s W, 3]``: image ``image_index`` of the run with ``seed`` drawn again ``scale`` times larger.
+
+    Every object (crowd members too) is painted again from the same parameters (shape, side times ``s``, angle,
+    stretch, centre times ``s``, colours), rasterised and textured at the larger size, so a small object of the
+    dataset has its true high-resolution twin at ``s`` times its box. The background and distractors, which
+    carry no labels, are the drawn ones upscaled bicubically (they are smooth noise built at a quarter of the
+    resolution, but their 1-3 px lines and blobs come out soft). Not JPEG-compressed.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale={scale!r} must be a positive integer")
+    painted: list[PaintedShape] = []
+    _, _, background = _render(seed, image_index, image_size, painted)
+    size = image_size * scale
+    twin = np.array(Image.fromarray(background).resize((size, size), Image.BICUBIC))
+    for item in painted:
+        polygon = _shape_polygon(item.shape, item.side * scale, item.angle, item.stretch, item.centre * scale)
+        _, mask = _rasterise(polygon, size, size)  # at the full size, as the dataset rasterises (bit-exact at s = 1)
+        _paint_object(twin, mask, _extent_box(polygon, size), item.shape, item.side * scale, item.angle, item.stretch, item.centre * scale,
+                      item.colours)
+    return twin
 
 
 def image_file_name(image_id: int) -> str:
