@@ -34,7 +34,7 @@ from sodlib.data.dataset import CocoDetection
 from sodlib.data.resample import DOWNSCALE_KERNEL, downscale_antialiased
 from sodlib.data.synthetic import CATEGORIES, render_object_pair
 
-__all__ = ["SRProtocol", "SRPairs", "SPLITS", "embedded_sr_pairs", "coco_sr_pairs", "split_image_ids"]
+__all__ = ["SRProtocol", "SRPairs", "SPLITS", "embedded_sr_pairs", "coco_sr_pairs", "split_image_ids", "crop_window_start"]
 
 SPLITS = ("train", "val", "all")
 
@@ -144,7 +144,7 @@ def split_image_ids(image_ids: list[int], split: str) -> list[int]:
     return [i for k, i in enumerate(ordered) if (k % 5 == 4) == (split == "val")]
 
 
-def _crop_window(centre: float, crop: int, extent: int) -> int | None:
+def crop_window_start(centre: float, crop: int, extent: int) -> int | None:
     """The start of a ``crop``-pixel window centred on ``centre``, shifted into ``[0, extent)``; None if it cannot fit."""
     if crop > extent:
         return None
@@ -193,8 +193,8 @@ def coco_sr_pairs(annotations: str | os.PathLike, images: str | os.PathLike, pro
             pixels = (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
             current_id = image_id
         x, y, w, h = ann["bbox"]
-        x0 = _crop_window(x + w / 2, crop, pixels.shape[1])
-        y0 = _crop_window(y + h / 2, crop, pixels.shape[0])
+        x0 = crop_window_start(x + w / 2, crop, pixels.shape[1])
+        y0 = crop_window_start(y + h / 2, crop, pixels.shape[0])
         high = np.ascontiguousarray(pixels[y0:y0 + crop, x0:x0 + crop])
         hr.append(high)
         lr.append(downscale_antialiased(high, s))

@@ -1093,3 +1093,15 @@ def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None
         else:
             logger.debug("reusing the embedded dataset's %s split in %s", split, root)
     return json_path, image_folder
+
+
+def embedded_twin(split: str, image_id: int, scale: int) -> np.ndarray:
+    """``uint8 [s 512, s 512, 3]``: image ``image_id`` of the embedded ``split`` drawn ``scale`` times larger
+    (:func:`render_image_twin` with the split's seed; image ids are ``index + 1``)."""
+    _check_split_name(split)
+    if split not in EMBEDDED_SPLITS:
+        raise ValueError(f"split={split!r}: the embedded splits are {', '.join(EMBEDDED_SPLITS)}")
+    spec = EMBEDDED_SPLITS[split]
+    if not 1 <= int(image_id) <= spec["num_images"]:
+        raise ValueError(f"image_id={image_id} is not an image of the embedded {split} split (1..{spec['num_images']})")
+    return render_image_twin(spec["seed"], int(image_id) - 1, EMBEDDED_IMAGE_SIZE, scale)

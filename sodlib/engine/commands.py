@@ -148,6 +148,19 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.name == "list":
         for name, experiment in {**EXPERIMENTS, **SR_EXPERIMENTS}.items():
             print(f"{name:16s} {experiment.description}")
+        print(f"{'sr_proposals':16s} seed 001's Table II: a detector's small detections re-scored by a classifier of crops "
+              "upscaled by bilinear, bicubic, each SR network or cut from the HR twin")
+        return 0
+    if args.name == "sr_proposals":
+        from sodlib.engine.sr_proposals import run_sr_proposals
+
+        if args.set:
+            raise ValueError("experiment 'sr_proposals' takes no --set (its schedule is fixed)")
+        record = run_sr_proposals(seed=args.seed or 0, quick=args.quick, results_dir=args.results_dir, command=_command_line())
+        print(f"sr_proposals: {record['duration_s']:.1f} s; written {record['path']}")
+        for row_name, row in record["rows"].items():
+            m = row["metrics"]
+            print(f"{row_name:16s} AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP_S {m['APs']:.3f}")
         return 0
     if args.name in SR_EXPERIMENTS:
         if args.set:
