@@ -400,3 +400,42 @@ def test_an_embedded_image_drawn_again_at_scale_one_is_the_same_image_and_at_two
     assert difference.mean() < 2.0  # the same scene: objects in place, background upscaled
     with pytest.raises(ValueError, match="scale"):
         render_image_twin(1, 3, 256, 0)
+
+
+def test_the_sr_explorer_redraws_with_the_crop_figures_of_each_choice():
+    import matplotlib
+    matplotlib.use("Agg")
+    from sodlib.eval.image_quality import UpscalingCases
+    from sodlib.models.crop_classifier import CropClassifier
+    from sodlib.viz.widgets import sr_explorer
+
+    pairs = {s: embedded_sr_pairs(4, SRProtocol(scale=s), seed=0) for s in (2, 4)}
+    methods = {s: {"bicubic": "bicubic", "bilinear": "bilinear", "espcn": build_sr_model("espcn", s)} for s in (2, 4)}
+    torch.manual_seed(0)
+    classifiers = {2: CropClassifier(6)}
+    cases = UpscalingCases(pairs, methods, classifiers, labels={c: c for c in range(1, 7)})
+    case = cases(1, 2, "bilinear")
+    lr, hr = pairs[2].batch([1])
+    assert case["report"].psnr == pytest.approx(float(psnr(upscale(lr, 2, "bilinear"), hr, 2)))
+    assert case["report"].psnr_bicubic == pytest.approx(float(psnr(upscale(lr, 2, "bicubic"), hr, 2)))
+    assert 0 < case["report"].score < 1 and case["report"].label in {"disc", "square", "triangle", "star", "cross", "hexagon"}
+    explorer = sr_explorer(cases, count=4, methods=["bicubic", "bilinear", "espcn"])
+    assert explorer.renders == 1 and explorer.report.method == "bicubic"
+    explorer.controls["method"].value = "espcn"
+    assert explorer.renders == 2 and explorer.report.method == "espcn" and "espcn" in explorer.text.value
+    explorer.controls["scale"].value = 4
+    assert explorer.report.scale == 4 and explorer.report.score is None  # no classifier at x4
+    explorer.controls["index"].value = 3
+    assert explorer.report.index == 3 and explorer.renders == 4
+    with pytest.raises(ValueError, match="method"):
+        cases(0, 2, "lanczos")
+
+
+def test_multiply_adds_follow_where_each_network_works():
+    from sodlib.models.super_resolution import multiply_adds
+
+    # SRCNN at x2 on 32 px: every layer at 64 x 64
+    assert multiply_adds(build_sr_model("srcnn", 2), 32) == 64 * 64 * (81 * 3 * 64 + 64 * 32 + 25 * 32 * 3)
+    # ESPCN at x4: every layer at 32 x 32, the last one 3 * 16 maps wide
+    assert multiply_adds(build_sr_model("espcn", 4), 32) == 32 * 32 * (25 * 3 * 64 + 9 * 64 * 32 + 9 * 32 * 48)
+    assert multiply_adds(build_sr_model("srcnn", 4), 32) == 4 * multiply_adds(build_sr_model("srcnn", 2), 32)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-__all__ = ["CHANNELS", "psnr", "ssim", "to_luma", "shave_border", "per_crop_quality", "compare_upscalers"]
+__all__ = ["CHANNELS", "psnr", "ssim", "to_luma", "shave_border", "per_crop_quality", "compare_upscalers", "UpscalingCases"]
 
 CHANNELS = ("rgb", "y")
 _LUMA = (65.481, 128.553, 24.966)
@@ -108,3 +108,46 @@ def compare_upscalers(pairs, methods: dict, channel: str = "rgb", batch_size: in
                        "ssim": float(measured["ssim"].mean()), "ssim_sd": sd["ssim"]}
     return {"crops": len(pairs), "scale": pairs.protocol.scale, "channel": channel, "source": pairs.source,
             "protocol": pairs.protocol.describe(), "methods": table}
+
+
+class UpscalingCases:
+    """What the SR explorer needs for ``(index, scale, method)``: the crops, the upscaling and its figures.
+
+    ``pairs``: scale -> :class:`~sodlib.data.sr_pairs.SRPairs` (the same objects at each scale, e.g. drawn pairs of
+    one seed); ``methods``: scale -> {name: interpolation name or SR model}; ``classifiers``: scale -> a crop
+    classifier (logits ``[B, C + 1]``, class = category id order of ``labels``), optional. Calling it returns the
+    keyword arguments of :func:`sodlib.viz.super_resolution.upscaling_view`.
+    """
+
+    def __init__(self, pairs: dict, methods: dict, classifiers: dict | None = None,
+                 labels: dict[int, int] | None = None) -> None:
+        if set(pairs) != set(methods):
+            raise ValueError(f"pairs for scales {sorted(pairs)} but methods for {sorted(methods)}")
+        self.pairs, self.methods, self.classifiers = pairs, methods, classifiers or {}
+        self.labels = labels  # category id -> classifier label
+
+    def __call__(self, index: int, scale: int, method: str) -> dict:
+        from sodlib.models.super_resolution import upscale
+        from sodlib.viz.super_resolution import UpscalingReport
+
+        if scale not in self.pairs:
+            raise ValueError(f"scale {scale} not available; scales: {sorted(self.pairs)}")
+        pairs = self.pairs[scale]
+        if not 0 <= index < len(pairs):
+            raise ValueError(f"index {index} outside 0..{len(pairs) - 1}")
+        if method not in self.methods[scale]:
+            raise ValueError(f"method {method!r} not available at x{scale}; methods: {', '.join(self.methods[scale])}")
+        lr, hr = pairs.batch([index])
+        shave = pairs.protocol.shave
+        upscaled = upscale(lr, scale, self.methods[scale][method])
+        bicubic = upscale(lr, scale, "bicubic")
+        category = int(pairs.category_ids[index])
+        score = None
+        if scale in self.classifiers and self.labels is not None:
+            classifier = self.classifiers[scale].eval()
+            with torch.no_grad():
+                score = float(torch.softmax(classifier(upscaled), dim=1)[0, self.labels[category]])
+        report = UpscalingReport(index, scale, method, float(psnr(upscaled, hr, shave)), float(ssim(upscaled, hr, shave)),
+                                 float(psnr(bicubic, hr, shave)), pairs.category_names.get(category),
+                                 float(pairs.lr_sides[index]), score)
+        return {"lr": lr[0], "upscaled": upscaled[0], "hr": hr[0], "report": report}

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["SRCNN", "ESPCN", "EncoderDecoderSR", "SR_SCALES", "register_sr_model", "list_sr_models",
-           "build_sr_model", "sr_model_scales", "bicubic_upscale", "upscale", "INTERPOLATIONS"]
+           "build_sr_model", "sr_model_scales", "bicubic_upscale", "upscale", "INTERPOLATIONS", "multiply_adds"]
 
 #: The scales every built-in model supports.
 SR_SCALES: tuple[int, ...] = (2, 4)
@@ -237,3 +237,30 @@ def _espcn(scale: int, residual: bool = False) -> nn.Module:
 @register_sr_model("encoder_decoder")
 def _encoder_decoder(scale: int, depth: int = 6, width: int = 32) -> nn.Module:
     return EncoderDecoderSR(scale, depth=depth, width=width)
+
+
+def multiply_adds(model: nn.Module, lr_size: int) -> int:
+    """Multiply-adds of one forward pass on an ``lr_size x lr_size`` RGB crop, counted over the convolutions::
+
+        Conv2d:           H_out W_out k_h k_w c_in c_out / groups
+        ConvTranspose2d:  H_in  W_in  k_h k_w c_in c_out / groups
+
+    (the bicubic step, activations and the pixel shuffle are left out: they cost little beside the layers).
+    """
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        k_h, k_w = module.kernel_size
+        per_position = k_h * k_w * module.in_channels * module.out_channels // module.groups
+        height, width = (inputs[0].shape[-2:] if isinstance(module, nn.ConvTranspose2d) else output.shape[-2:])
+        total += int(height) * int(width) * per_position
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, lr_size, lr_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total

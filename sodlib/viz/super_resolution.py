@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["plot_upscaling_grid"]
+__all__ = ["plot_upscaling_grid", "UpscalingReport", "upscaling_view"]
 
 
 def _as_image(crop: Tensor):
@@ -52,3 +53,41 @@ def plot_upscaling_grid(lr: Tensor, upscaled: Mapping[str, Tensor], hr: Tensor |
                 ax.set_ylabel(row_labels[row], fontsize=8)
     figure.tight_layout()
     return figure
+
+
+@dataclass
+class UpscalingReport:
+    """What the SR explorer shows beside its pictures."""
+
+    index: int
+    scale: int
+    method: str
+    psnr: float
+    ssim: float
+    psnr_bicubic: float
+    label: str | None = None
+    side: float | None = None
+    score: float | None = None
+
+    def summary(self) -> str:
+        what = f"crop {self.index}" + (f" ({self.label}" + (f", side {self.side:.1f} px" if self.side else "") + ")" if self.label else "")
+        lines = [f"{what}, x{self.scale}, {self.method}: PSNR {self.psnr:.2f} dB (bicubic {self.psnr_bicubic:.2f} dB, "
+                 f"{self.psnr - self.psnr_bicubic:+.2f}), SSIM {self.ssim:.4f}"]
+        if self.score is not None:
+            lines.append(f"classifier's probability of the true class on this upscaling: {self.score:.3f}")
+        return "\n".join(lines)
+
+
+def upscaling_view(lr: Tensor, upscaled: Tensor, hr: Tensor, report: UpscalingReport) -> tuple[Figure, UpscalingReport]:
+    """Three panels of one crop: low resolution (``Tensor[3, h, w]``, shown in ``s x s`` blocks), the upscaling
+    (``Tensor[3, sh, sw]``) and the high-resolution reference; titles carry the report's figures."""
+    figure, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
+    titles = [f"low resolution ({lr.shape[-1]} px)", f"{report.method} x{report.scale}: {report.psnr:.2f} dB",
+              f"high resolution ({hr.shape[-1]} px)"]
+    for ax, crop, title in zip(axes, (lr, upscaled, hr), titles):
+        ax.imshow(_as_image(crop), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.tight_layout()
+    return figure, report

@@ -1,8 +1,9 @@
-"""Interactive explorers of notebooks 02 and 05 (ipywidgets 8).
+"""Interactive explorers of notebooks 02, 05 and 06 (ipywidgets 8).
 
 The widgets are thin: they read their controls, call a pure function of :mod:`sodlib.viz.anchors`
 (:func:`~sodlib.viz.anchors.iou_explorer_view`, :func:`~sodlib.viz.anchors.anchor_explorer_view`) or
-:mod:`sodlib.viz.position_sensitive` (:func:`~sodlib.viz.position_sensitive.ps_pooling_explorer_view`) that returns
+:mod:`sodlib.viz.position_sensitive` (:func:`~sodlib.viz.position_sensitive.ps_pooling_explorer_view`) or
+:mod:`sodlib.viz.super_resolution` (:func:`~sodlib.viz.super_resolution.upscaling_view`) that returns
 a figure and a report, show the figure in an ``Output`` widget and the report as text. Everything they compute
 is tested without a kernel; the widgets only wire.
 """
@@ -16,9 +17,10 @@ import matplotlib.pyplot as plt
 
 from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view
 from sodlib.viz.position_sensitive import ps_pooling_explorer_view
+from sodlib.viz.super_resolution import upscaling_view
 
 __all__ = ["ASPECT_RATIO_CHOICES", "Explorer", "anchor_explorer", "explorer_anchor_sizes", "iou_explorer",
-           "ps_pooling_explorer"]
+           "ps_pooling_explorer", "sr_explorer"]
 
 #: Aspect-ratio sets (``h / w``) offered by the anchor explorer's slider.
 ASPECT_RATIO_CHOICES: dict[str, tuple[float, ...]] = {
@@ -151,3 +153,21 @@ def ps_pooling_explorer(score_maps, truth, stride: int = 16, side: float | None 
     }
     return Explorer(controls, ps_pooling_explorer_view,
                     lambda v: {**v, "score_maps": score_maps, "truth": tuple(truth), "stride": stride})
+
+
+def sr_explorer(cases: Callable[[int, int, str], dict[str, Any]], count: int, methods: Sequence[str],
+                scales: Sequence[int] = (2, 4), index: int = 0, method: str = "bicubic") -> Explorer:
+    """Pick a crop, a scale and an upsampler; draws :func:`sodlib.viz.super_resolution.upscaling_view` (low
+    resolution, upscaled, high-resolution reference) with the crop's PSNR, SSIM and, when ``cases`` has a
+    classifier, its probability of the true class. ``cases(index, scale, method)`` computes the view's arguments
+    (:class:`sodlib.eval.image_quality.UpscalingCases`)."""
+    if count < 1:
+        raise ValueError("no crops to explore")
+    style = _slider_style()
+    controls = {
+        "index": widgets.IntSlider(value=index, min=0, max=count - 1, description="crop", **style),
+        "scale": widgets.SelectionSlider(options=list(scales), value=scales[0], description="scale", **style),
+        "method": widgets.Dropdown(options=list(methods), value=method, description="upsampler",
+                                   style={"description_width": "110px"}, layout=widgets.Layout(width="380px")),
+    }
+    return Explorer(controls, upscaling_view, lambda v: cases(v["index"], v["scale"], v["method"]), columns=3)
