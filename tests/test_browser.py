@@ -1,11 +1,11 @@
-"""End to end in a real browser: JupyterLab serves notebook 02 and a trimmed notebook 05, headless Chromium runs
-them, and a slider moves each explorer's figure.
+"""End to end in a real browser: JupyterLab serves notebook 02 and trimmed notebooks 05 and 06, headless Chromium
+runs them, and a control moves each explorer's figure.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``; ``.ci/run``
 installs them) and the ``selenium`` package of the test extra; skipped cleanly without them. The notebooks are
 copied to a temporary folder and served from there, so the browser's run never touches the committed files.
-Notebook 05 is served trimmed to its parameter, import and explorer cells (its training sections would take
-minutes and are run by nbval anyway). A
+Notebooks 05 and 06 are served trimmed to their parameter, import and explorer cells (their training sections
+would take minutes and are run by nbval anyway). A
 screenshot of the explorer after the slider moved is written to ``runs/screenshots/`` (git-ignored).
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NOTEBOOK = "02_anchor_sizes.ipynb"
 RFCN_NOTEBOOK = "05_rfcn.ipynb"
 RFCN_TRIMMED = "05_rfcn_explorer.ipynb"
+SR_NOTEBOOK = "06_super_resolution.ipynb"
+SR_TRIMMED = "06_super_resolution_explorer.ipynb"
 SCREENSHOTS = ROOT / "runs" / "screenshots"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -80,13 +82,15 @@ def lab(tmp_path, monkeypatch):
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, served / NOTEBOOK)
     rfcn = json.loads((ROOT / "notebooks" / RFCN_NOTEBOOK).read_text())
     (served / RFCN_TRIMMED).write_text(json.dumps(explorer_cells_only(rfcn, "ps_pooling_explorer(")))
+    sr = json.loads((ROOT / "notebooks" / SR_NOTEBOOK).read_text())
+    (served / SR_TRIMMED).write_text(json.dumps(explorer_cells_only(sr, "sr_explorer(")))
     monkeypatch.setenv("SODLIB_FAST", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
     port, token = lab_script.free_port(), secrets.token_hex(16)
     server = lab_script.start_lab(port, token, root=served)  # the copies, never the committed files
     try:
         listed = lab_script.listed_notebooks(port, token, server=server)
-        assert NOTEBOOK in listed and RFCN_TRIMMED in listed
+        assert NOTEBOOK in listed and RFCN_TRIMMED in listed and SR_TRIMMED in listed
         yield f"http://127.0.0.1:{port}", token
     finally:
         server.terminate()
@@ -275,3 +279,33 @@ def test_notebook_05_pooling_explorer_redraws_when_the_roi_moves_by_sub_pixel_st
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
     time.sleep(0.5)
     assert browser.save_screenshot(str(SCREENSHOTS / "notebook05_pooling_explorer.png"))
+
+
+def test_notebook_06_sr_explorer_redraws_when_another_crop_is_picked(browser, lab):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, token = lab
+    open_and_run_all(browser, url, token, SR_TRIMMED, explorers=1)
+
+    def report_text() -> str:
+        reports = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".widget-html pre") if "PSNR" in e.text]
+        return reports[0] if reports else ""
+
+    report_before = wait_for(report_text, 30, "the explorer's report of the crop's PSNR")
+    assert report_before.startswith("crop 3") and "bicubic" in report_before, report_before
+    before = settled_digest(browser, 0)
+    crop = slider_labelled(browser, "crop")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", crop)
+    handle = crop.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    for _ in range(2):
+        handle.send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: image_digest(browser, 0) != before, 60, "the SR explorer to redraw after another crop was picked")
+    assert settled_digest(browser, 0) != before
+    wait_for(lambda: report_text().startswith("crop 5"), 30, "the report to name the new crop")
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
+    time.sleep(0.5)
+    assert browser.save_screenshot(str(SCREENSHOTS / "notebook06_sr_explorer.png"))

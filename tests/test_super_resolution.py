@@ -361,10 +361,13 @@ def test_sr_quality_experiment_writes_its_rows_with_both_held_out_sets(tmp_path,
                         lambda protocol, seed: (embedded_sr_pairs(8, protocol, seed=seed), embedded_sr_pairs(4, protocol, seed=9)))
     monkeypatch.setattr(sr_experiments, "TWIN_PAIRS", 4)
     monkeypatch.setitem(sr_experiments.SR_EXPERIMENTS, "tiny_sr",
-                        sr_experiments.SRExperiment("tiny", (("espcn", 2), ("encoder_decoder", 4)), iterations=2, batch_size=2))
+                        sr_experiments.SRExperiment("tiny", (sr_experiments.SRRow("espcn", 2), sr_experiments.SRRow("encoder_decoder", 4),
+                                                                    sr_experiments.SRRow("espcn", 2, (("residual", True),))),
+                                                          iterations=2, batch_size=2))
     record = sr_experiments.run_sr_experiment("tiny_sr", seed=1, results_dir=tmp_path / "results", runs_root=tmp_path / "runs")
     written = json.loads((tmp_path / "results" / "tiny_sr_seed1.json").read_text())
-    assert written["complete"] and set(written["rows"]) == {"espcn_x2", "encoder_decoder_x4"}
+    assert written["complete"] and set(written["rows"]) == {"espcn_x2", "encoder_decoder_x4", "espcn_residual_x2"}
+    assert written["rows"]["espcn_residual_x2"]["options"] == {"residual": True}
     row = written["rows"]["encoder_decoder_x4"]
     assert row["coco_val"]["crops"] == 4 and row["embedded_twins"]["scale"] == 4
     assert set(row["coco_val"]["methods"]) == {"model", "bicubic", "bilinear"} and record["path"].endswith("tiny_sr_seed1.json")
