@@ -201,6 +201,35 @@ def slider_labelled(driver, label: str):
     return next(s for s in sliders if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip().startswith(label))
 
 
+def press_slider(driver, label: str, key: str, times: int):
+    """Click the handle of the slider labelled ``label`` and press ``key`` (a selenium ``Keys`` value) ``times``
+    times; returns the slider."""
+    from selenium.webdriver.common.by import By
+
+    slider = slider_labelled(driver, label)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", slider)
+    handle = slider.find_element(By.CSS_SELECTOR, ".noUi-handle")
+    handle.click()
+    for _ in range(times):
+        handle.send_keys(key)
+    return slider
+
+
+def report_containing(driver, phrase: str) -> str:
+    """The text of the first explorer report (``.widget-html pre``) that contains ``phrase``, or ``""``."""
+    from selenium.webdriver.common.by import By
+
+    reports = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".widget-html pre") if phrase in e.text]
+    return reports[0] if reports else ""
+
+
+def save_explorer_screenshot(driver, index: int, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(driver)[index])
+    time.sleep(0.5)
+    assert driver.save_screenshot(str(SCREENSHOTS / name))
+
+
 def test_notebook_02_runs_in_chromium_and_a_slider_redraws_the_figure(browser, lab):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -252,60 +281,32 @@ def test_notebook_05_pooling_explorer_redraws_when_the_roi_moves_by_sub_pixel_st
 
     url, token = lab
     open_and_run_all(browser, url, token, RFCN_TRIMMED, explorers=1)
-
-    def report_text() -> str:
-        reports = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".widget-html pre") if "worst bin" in e.text]
-        return reports[0] if reports else ""
-
-    report_before = wait_for(report_text, 30, "the explorer's report of the three poolings")
+    report_before = wait_for(lambda: report_containing(browser, "worst bin"), 30, "the explorer's report of the three poolings")
     assert report_before.count("worst bin off by") == 3, report_before
 
     before = settled_digest(browser, 0)
-    shift = slider_labelled(browser, "shift x")
-    readout_before = shift.find_element(By.CSS_SELECTOR, ".widget-readout").text
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", shift)
-    handle = shift.find_element(By.CSS_SELECTOR, ".noUi-handle")
-    handle.click()
-    for _ in range(3):                        # three quarter-pixel steps
-        handle.send_keys(Keys.ARROW_RIGHT)
+    readout_before = slider_labelled(browser, "shift x").find_element(By.CSS_SELECTOR, ".widget-readout").text
+    shift = press_slider(browser, "shift x", Keys.ARROW_RIGHT, 3)  # three quarter-pixel steps
     wait_for(lambda: shift.find_element(By.CSS_SELECTOR, ".widget-readout").text != readout_before, 30, "the slider to move")
     wait_for(lambda: image_digest(browser, 0) != before, 60, "the pooling explorer to redraw after the RoI moved")
     assert settled_digest(browser, 0) != before
-    wait_for(lambda: report_text() != report_before, 30, "the report to follow the moved RoI")
+    wait_for(lambda: report_containing(browser, "worst bin") != report_before, 30, "the report to follow the moved RoI")
     assert float(shift.find_element(By.CSS_SELECTOR, ".widget-readout").text) == pytest.approx(
         float(readout_before) + 0.75)
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
-    time.sleep(0.5)
-    assert browser.save_screenshot(str(SCREENSHOTS / "notebook05_pooling_explorer.png"))
+    save_explorer_screenshot(browser, 0, "notebook05_pooling_explorer.png")
 
 
 def test_notebook_06_sr_explorer_redraws_when_another_crop_is_picked(browser, lab):
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, token = lab
     open_and_run_all(browser, url, token, SR_TRIMMED, explorers=1)
-
-    def report_text() -> str:
-        reports = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".widget-html pre") if "PSNR" in e.text]
-        return reports[0] if reports else ""
-
-    report_before = wait_for(report_text, 30, "the explorer's report of the crop's PSNR")
+    report_before = wait_for(lambda: report_containing(browser, "PSNR"), 30, "the explorer's report of the crop's PSNR")
     assert report_before.startswith("crop 3") and "bicubic" in report_before, report_before
+
     before = settled_digest(browser, 0)
-    crop = slider_labelled(browser, "crop")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", crop)
-    handle = crop.find_element(By.CSS_SELECTOR, ".noUi-handle")
-    handle.click()
-    for _ in range(2):
-        handle.send_keys(Keys.ARROW_RIGHT)
+    press_slider(browser, "crop", Keys.ARROW_RIGHT, 2)
     wait_for(lambda: image_digest(browser, 0) != before, 60, "the SR explorer to redraw after another crop was picked")
     assert settled_digest(browser, 0) != before
-    wait_for(lambda: report_text().startswith("crop 5"), 30, "the report to name the new crop")
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer_images(browser)[0])
-    time.sleep(0.5)
-    assert browser.save_screenshot(str(SCREENSHOTS / "notebook06_sr_explorer.png"))
+    wait_for(lambda: report_containing(browser, "PSNR").startswith("crop 5"), 30, "the report to name the new crop")
+    save_explorer_screenshot(browser, 0, "notebook06_sr_explorer.png")
