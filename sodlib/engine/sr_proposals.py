@@ -108,11 +108,11 @@ def _twin_tensor(split: str, image_id: int) -> Tensor:
     return torch.from_numpy(embedded_twin(split, image_id, SCALE)).permute(2, 0, 1).float() / 255.0
 
 
-def _training_windows(dataset, predictions: list[dict], seed: int, limit: int | None):
+def _training_windows(dataset, predictions: list[dict], seed: int):
     """Per train image: (index, boxes Tensor[K, 4], labels Tensor[K]) of positives and background windows."""
     rng = np.random.default_rng(seed)
     items = []
-    for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+    for index in range(len(dataset)):
         target = dataset.target_of(index)
         keep = (target["iscrowd"] == 0) & (_side(target["boxes"]) <= SMALL_SIDE)
         positives, labels = target["boxes"][keep], target["labels"][keep]
@@ -242,7 +242,7 @@ def run_sr_proposals(seed: int = 0, *, quick: bool = False, results_dir: str | o
         val_ids = list(val_set.image_ids)
         train_predictions = predict(detector, train_set)
         val_predictions = predict(detector, val_set)
-        items = _training_windows(train_set, train_predictions, seed, None)
+        items = _training_windows(train_set, train_predictions, seed)
         train_labels = torch.cat([labels for _, boxes, labels in items if len(boxes)])
         # the val objects' own windows, for the classifier's accuracy by side
         val_index = {int(i): k for k, i in enumerate(val_set.image_ids)}
@@ -268,9 +268,8 @@ def run_sr_proposals(seed: int = 0, *, quick: bool = False, results_dir: str | o
             began = time.perf_counter()
             classifier = _train_classifier(_crops_for(items, train_set, "train", method), train_labels,
                                            train_set.num_classes - 1, setting, seed)
-            small_crops = _crops_for(detections_small, val_set, "val", method)
+            all_probabilities = _probabilities(classifier, _crops_for(detections_small, val_set, "val", method))
             probabilities, start = [], 0
-            all_probabilities = _probabilities(classifier, small_crops)
             for _, boxes, _ in detections_small:
                 probabilities.append(all_probabilities[start:start + len(boxes)])
                 start += len(boxes)
