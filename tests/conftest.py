@@ -105,8 +105,11 @@ def interrupt_command(argv: list[str], ready: Callable[[], bool], sig: int = sig
     """Start ``python -m sodlib argv`` in a real subprocess (this checkout first on its path), poll ``ready()``
     until it is true, send ``sig`` and return ``(exit code, stderr)`` once the process has ended."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # a shell's background job (`cmd &`) starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+    # give the child the default disposition, so that it sees Ctrl-C as it would in a terminal
     process = subprocess.Popen([sys.executable, "-m", "sodlib", *argv], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + timeout
         while not ready():
