@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sodlib"
 LAYERS: dict[str, int] = {
     "data": 0, "tables": 0, "checks": 0,
     "_C": 0,                     # the compiled kernels, loaded by ops
-    "anchors": 1, "ops": 1,
+    "anchors": 1, "ops": 1, "pyramid_levels": 1,
     "stats": 2, "augment": 2,
     "models": 3, "viz": 3,       # viz draws what it is given: it imports neither eval nor engine
     "eval": 4,

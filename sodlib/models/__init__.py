@@ -9,6 +9,7 @@ from sodlib.models.registry import (DEFAULT_MODEL, build_model, check_model_opti
 from sodlib.models.anchor_generator import SodlibAnchorGenerator, anchor_generator_from_set
 from sodlib.models.backbones import BACKBONES, NarrowResNet, PretrainedWeightsUnavailable, build_backbone
 from sodlib.models.faster_rcnn import DEFAULT_ANCHOR_SIZES, faster_rcnn
+from sodlib.models.efpn import efpn
 from sodlib.models.rfcn import rfcn
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "check_model_options",
+    "efpn",
     "faster_rcnn",
     "list_models",
     "model_option_names",
