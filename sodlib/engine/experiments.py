@@ -89,6 +89,23 @@ def _single_level(sizes: tuple[float, ...]) -> tuple[str, ...]:
     return ("model.fpn=false", "model.anchor_sizes=" + json.dumps([list(sizes)]))
 
 
+# Deng et al.'s EFPN ablations (Tables II-V, R25-R28) on the embedded tiny-object data: one FPN baseline, then
+# stage-2 variants of the extension (all from the baseline's weights) and stage 3 for EFPN and EFPN without FTT.
+_ESPCN = ('model.sr_module="espcn"', "model.distill_p3=false")
+_EFPN_RUNS = {
+    "fpn": ("tiny_fpn.toml", ()),
+    "efpn_stage2": ("tiny_efpn.toml", ()),
+    "efpn": ("tiny_efpn_head.toml", ()),
+    "efpn_nearest_stage2": ("tiny_efpn.toml", ('model.sr_module="nearest"',)),
+    "efpn_nearest": ("tiny_efpn_head.toml", ('model.sr_module="nearest"', 'model.init_from="run:efpn_nearest_stage2"')),
+    "espcn_detection": ("tiny_efpn.toml", _ESPCN + ('model.distill_loss="none"', "model.detection_loss=true")),
+    "espcn_global": ("tiny_efpn.toml", _ESPCN + ('model.distill_loss="global"',)),
+    "espcn_fbb": ("tiny_efpn.toml", _ESPCN),
+    "espcn_fbb_p3": ("tiny_efpn.toml", ('model.sr_module="espcn"',)),
+    "efpn_stage2_lambda0.5": ("tiny_efpn.toml", ("model.fbb_lambda=0.5",)),
+    "efpn_stage2_lambda1.5": ("tiny_efpn.toml", ("model.fbb_lambda=1.5",)),
+}
+
 EXPERIMENTS: dict[str, Experiment] = {
     "fast_baseline": Experiment("the fast configuration (resnet_tiny, 384 px, about 3 minutes on 2 CPU cores) on the embedded data",
                                 {"fast": "fast.toml"}),
@@ -131,7 +148,36 @@ EXPERIMENTS: dict[str, Experiment] = {
                               "setting (resnet_tiny conv4, 384 px, embedded data, one thread)",
                               {run: "fast.toml" for run in _ANCHOR_SETS},
                               {run: _single_level(sizes) for run, sizes in _ANCHOR_SETS.items()}),
+    "efpn": Experiment("Deng et al.'s EFPN (2021, Tables II-V) on the embedded tiny-object data (640 px images resized "
+                       "to 448, nine objects in ten under 0.2 % of the image): the FPN baseline; EFPN's stage 2 (FTT, "
+                       "distilled with the balanced loss on P'2 and P'3) and stage 3 (a P'2 head with OHEM); the same "
+                       "with nearest-neighbour upsampling instead of FTT; stage 2 with a three-layer ESPCN trained by the "
+                       "detection loss alone, by the global L1, by the balanced loss, and by the balanced loss on P'3 too; "
+                       "FTT with lambda 0.5 and 1.5; and, on these weights, FPN tested at 2x, FPN 1x with the 2x input's "
+                       "P2 and P3 as the extension (the oracle), and detection read from P3, P3 of the 2x input and FTT's "
+                       "P'3 alone (resnet_tiny, one thread)",
+                       {run: config for run, (config, _) in _EFPN_RUNS.items()},
+                       {run: overrides for run, (_, overrides) in _EFPN_RUNS.items() if overrides},
+                       {"fpn_2x": ("fpn", {"min_size": 896, "max_size": 896}),
+                        "fpn_1x_teacher_p2": ("efpn_stage2", {"extended_source": "teacher"}),
+                        "probe_p3": ("efpn_stage2", {"probe": "p3"}),
+                        "probe_p3_2x": ("efpn_stage2", {"probe": "p3_2x"}),
+                        "probe_p3_extended": ("efpn_stage2", {"probe": "p3_extended"})}),
 }
+
+
+def _resolve_earlier_runs(name: str, configs: dict[str, dict[str, Any]], folder: Path) -> None:
+    """``[model] init_from = "run:NAME"`` -> the final checkpoint of run ``NAME`` of this experiment, which must
+    come earlier (a staged schedule: stage 2 starts from stage 1's weights)."""
+    order = list(configs)
+    for run_name, config in configs.items():
+        source = config["model"].get("init_from")
+        if isinstance(source, str) and source.startswith("run:"):
+            earlier = source.removeprefix("run:")
+            if earlier not in order[:order.index(run_name)]:
+                raise ValueError(f"experiment {name!r}: run {run_name!r} starts from run {earlier!r}, which is not one "
+                                 f"of the runs before it ({', '.join(order[:order.index(run_name)]) or 'none'})")
+            config["model"]["init_from"] = str(folder / earlier / "checkpoints" / "last.pt")
 
 
 def configs_dir() -> Path:
@@ -174,6 +220,7 @@ def run_experiment(name: str, *, quick: bool = False, overrides: list[str] | Non
     base = f"{name}_seed{seed}" if seed is not None else name
     tag = f"{base}_quick" if quick else f"{base}_custom" if overrides else base
     runs_root = Path(runs_root) if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
+    _resolve_earlier_runs(name, configs, runs_root / tag)
     out = Path(results_dir) if results_dir is not None else default_results_dir()
     for run_name, config in configs.items():  # no folder written over, into or around the data it reads
         check_run_dir(config, runs_root / tag / run_name, what=f"run {run_name!r}'s folder")

@@ -88,17 +88,44 @@ def model_name(config: Mapping[str, Any], source: str = "config") -> str:
         model_builder(name)
     except ValueError as error:
         raise ValueError(f"{source}: [model] {error}") from None
-    check_model_options(name, [k for k in config.get("model", {}) if k != "name"], source=f"{source}: [model]")
+    check_model_options(name, [k for k in config.get("model", {}) if k not in RUN_MODEL_KEYS], source=f"{source}: [model]")
+    init_from = config.get("model", {}).get("init_from")
+    if init_from is not None and (not isinstance(init_from, str) or not init_from):
+        raise ValueError(f"{source}: [model] init_from={init_from!r} must be the path of a checkpoint (.pt)")
     return name
+
+
+#: ``[model]`` keys that are the run's, not the detector's: its registered name, and the checkpoint whose weights it
+#: starts from (a staged schedule: EFPN's stage 2 starts from the FPN baseline, stage 3 from stage 2).
+RUN_MODEL_KEYS = ("name", "init_from")
 
 
 def build_run_model(config: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
     """The detector of a run configuration's ``[model]`` table, for ``num_classes`` (categories + 1), from the
-    model registry."""
+    model registry; with ``init_from``, the weights of that checkpoint loaded into it (a model with a
+    ``load_baseline(state_dict)`` method, such as EFPN, takes the weights of the run it extends; any other loads
+    them strictly)."""
+    from sodlib.engine.checkpoint import load_checkpoint
     from sodlib.models import build_model
 
-    options = {k: v for k, v in config.get("model", {}).items() if k != "name"}
-    return build_model(model_name(config), num_classes=num_classes, **options)
+    model_options = config.get("model", {})
+    options = {k: v for k, v in model_options.items() if k not in RUN_MODEL_KEYS}
+    init_from = model_options.get("init_from")
+    if isinstance(init_from, str) and init_from.startswith("run:"):
+        raise ValueError(f"[model] init_from={init_from!r} names a run of an experiment, which only `python -m sodlib "
+                         "experiment` resolves; fix: give the path of that run's checkpoints/last.pt")
+    if init_from is not None and not Path(init_from).is_file():
+        raise FileNotFoundError(f"[model] init_from={init_from!r} does not exist; fix: train that run first, or "
+                                "point init_from at its checkpoints/last.pt")
+    model = build_model(model_name(config), num_classes=num_classes, **options)
+    if init_from is not None:
+        state = load_checkpoint(Path(init_from))["model"]
+        loader = getattr(model, "load_baseline", None)
+        try:
+            loader(state) if loader is not None else model.load_state_dict(state)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"[model] init_from={init_from!r}: {error}") from None
+    return model
 
 
 def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:

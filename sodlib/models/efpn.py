@@ -65,6 +65,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import box_area, roi_align
 
 from sodlib.models.anchor_generator import SodlibAnchorGenerator
+from sodlib.models.backbones import NARROW_RESNETS, TORCHVISION_RESNETS
 from sodlib.models.faster_rcnn import DETECTOR_OPTIONS, faster_rcnn
 from sodlib.models.losses import fbb_loss
 from sodlib.models.registry import register_model
@@ -486,6 +487,9 @@ def efpn(num_classes: int, backbone: str = "resnet_narrow", *, sr_module: str = 
         raise ValueError(f"ohem_batch_size={ohem_batch_size!r} must be a positive integer")
     if fpn_options.get("fpn", True) is not True:
         raise ValueError("EFPN extends a feature pyramid; fix: fpn = true")
+    if backbone not in (*NARROW_RESNETS, *TORCHVISION_RESNETS):
+        raise ValueError(f"backbone={backbone!r}: EFPN needs a ResNet with a feature pyramid (it runs stage 2 again at "
+                         f"twice the resolution); fix: backbone = one of {', '.join((*NARROW_RESNETS, *TORCHVISION_RESNETS))}")
     base = faster_rcnn(num_classes, backbone, **fpn_options)
     min_size = base.transform.min_size[0]
     threshold = default_extended_threshold(min_size) if extended_threshold is None else extended_threshold
