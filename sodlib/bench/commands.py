@@ -1,4 +1,4 @@
-"""``python -m sodlib bench prroi|rfcn|sr|all``: timing ratios of precise RoI pooling (:mod:`sodlib.bench.prroi`), of
+"""``python -m sodlib bench prroi|rfcn|sr|efpn|all``: timing ratios of precise RoI pooling (:mod:`sodlib.bench.prroi`), of
 R-FCN against Faster R-CNN and across its poolings (:mod:`sodlib.bench.rfcn`), and of the SR networks against
 bicubic upscaling (:mod:`sodlib.bench.sr`)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-BENCH_TARGETS = ["prroi", "rfcn", "sr", "all"]  # `all` runs every benchmark
+BENCH_TARGETS = ["prroi", "rfcn", "sr", "efpn", "all"]  # `all` runs every benchmark
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "workload (k=7, 21 classes, stride-16 map of a 600x1000 image, 300 mostly small RoIs); rfcn: inference ms "
         "per image of R-FCN against Faster R-CNN with the same backbone at 300 RoIs, and R-FCN's training step "
         "with each pooling (the fast configs, CPU); sr: ms to upscale 100 crops of 32 px by 2 and 4 with each SR "
-        "network, bicubic and bilinear.",
+        "network, bicubic and bilinear; efpn: ms per image and peak memory of FPN 1x, FPN 2x, FPN 1x with the 2x "
+        "input's P2, EFPN without FTT and EFPN, as ratios to FPN 1x, and where EFPN's time goes.",
     )
     parser.add_argument("target", choices=BENCH_TARGETS, help="what to benchmark")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
@@ -62,6 +63,16 @@ def run(args: argparse.Namespace) -> int:
         devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
         for device in [d for d in devices if d == "cpu" or torch.cuda.is_available()]:
             print(benchmark_sr(repeats=args.repeats, device=device, seed=args.seed).table())
+    if args.target in ("efpn", "all"):
+        from sodlib.bench.efpn import benchmark_efpn, efpn_cost_breakdown
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+        for device in [d for d in devices if d == "cpu" or torch.cuda.is_available()]:
+            print()
+            print(benchmark_efpn(repeats=min(args.repeats, 3), device=device).table())
+        print("EFPN's forward part by part (CPU, ms): " + ", ".join(f"{k} {v:.1f}" for k, v in efpn_cost_breakdown().items()))
     return 0
 
 
