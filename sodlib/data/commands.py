@@ -1,7 +1,8 @@
 """``python -m sodlib data ...``: write the embedded dataset, a benchmark-scale json, or check a COCO file.
 
-- ``data embedded``: the embedded train and val splits under ``data/embedded`` (written once, reused).
-- ``data synth --out DIR --images N --seed S``: a synthetic COCO dataset of your own size.
+- ``data embedded``: the embedded train and val splits under ``data/embedded`` (written once, reused);
+  ``data embedded --tiny``: those of the tiny-object variant under ``data/embedded_tiny``, with their size mix.
+- ``data synth --out DIR --images N --seed S [--size-mix tiny]``: a synthetic COCO dataset of your own size.
 - ``data synth-annotations --out FILE``: an annotation-only json at COCO-train scale, for benchmarks.
 - ``data check FILE [--images DIR] [--workers N]``: validate an instances json (and, with ``--images``, decode
   every image and compare its size with the json's), print the warnings as ``warning: ...`` lines on stderr,
@@ -28,9 +29,10 @@ from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin
 def _check_apart_from_course_data(output: Path, what: str) -> None:
     """Refuse an ``output`` that is, lies inside or holds the embedded dataset's files or coco-mini's."""
     from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES, coco_mini_dir
-    from sodlib.data.synthetic import EMBEDDED_SPLITS, embedded_paths
+    from sodlib.data.synthetic import EMBEDDED_SPLITS, EMBEDDED_TINY_SPLITS, embedded_paths, embedded_tiny_paths
 
     course = [path for split in EMBEDDED_SPLITS for path in embedded_paths(split)]
+    course += [path for split in EMBEDDED_TINY_SPLITS for path in embedded_tiny_paths(split)]
     mini = coco_mini_dir()
     if mini is not None:
         course += [mini / COCO_MINI_ANNOTATIONS, mini / COCO_MINI_IMAGES]
@@ -38,23 +40,31 @@ def _check_apart_from_course_data(output: Path, what: str) -> None:
 
 
 def _embedded(args: argparse.Namespace) -> int:
-    from sodlib.data.synthetic import embedded_dataset
+    from sodlib.data.sizes import size_mix_report
+    from sodlib.data.synthetic import embedded_dataset, embedded_tiny_dataset
 
     for split in ("train", "val"):
-        annotations, images = embedded_dataset(split)
-        print(f"{split}: {annotations} (images in {images})")
+        if args.tiny:
+            annotations, images = embedded_tiny_dataset(split)
+            report = size_mix_report(annotations)
+            shares = " / ".join(f"{name} {100 * value:.1f} %" for name, value in report["image_area_shares"].items())
+            print(f"{split}: {annotations} (images in {images}); of the image area: {shares}; "
+                  f"{report['instances_per_image']:.1f} instances per image")
+        else:
+            annotations, images = embedded_dataset(split)
+            print(f"{split}: {annotations} (images in {images})")
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from sodlib.data.synthetic import generate_synthetic_coco
+    from sodlib.data.synthetic import SIZE_MIXES, generate_synthetic_coco
 
     out = Path(args.out)
     _check_apart_from_course_data(out / args.split, "the split's image folder (--out, --split)")
     _check_apart_from_course_data(out / "annotations" / f"instances_{args.split}.json", "the split's json (--out, --split)")
     start = time.perf_counter()
     path = generate_synthetic_coco(args.out, args.images, args.seed, split=args.split, image_size=args.image_size,
-                                   workers=args.workers, overwrite=args.overwrite)
+                                   workers=args.workers, overwrite=args.overwrite, mix=SIZE_MIXES[args.size_mix])
     print(f"wrote {args.images} images and {path} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -100,6 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="data_command", required=True)
 
     embedded = commands.add_parser("embedded", help="write (once) and locate the embedded train/val splits")
+    embedded.add_argument("--tiny", action="store_true", help="the tiny-object variant (data/embedded_tiny: 640 px "
+                          "images, nine objects in ten under 0.2 %% of the image area) instead")
     embedded.set_defaults(func=_embedded)
 
     synth = commands.add_parser("synth", help="write a synthetic COCO dataset (images + instances json)")
@@ -110,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", type=int, default=512, help="square image side in pixels")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing split")
+    synth.add_argument("--size-mix", choices=["coco_like", "tiny"], default="coco_like",
+                       help="object sizes and counts: coco_like (COCO's bins) or tiny (traffic-sign-like, meant "
+                       "for --image-size 640)")
     synth.set_defaults(func=_synth)
 
     annotations = commands.add_parser("synth-annotations", help="write a COCO-train-scale annotation-only json")

@@ -28,7 +28,8 @@ What an image holds (``image_size`` x ``image_size`` RGB, written as JPEG, quali
 
   Each instance is rotated by a uniform angle and stretched by an aspect factor ``a`` drawn log-uniformly
   from ``[3/4, 4/3]`` (``x * sqrt(a)``, ``y / sqrt(a)``, which keeps the area).
-- **Crowds**: with probability :data:`CROWD_PROBABILITY` per image, a tight cluster of ``m`` = 12-40 tiny
+- **Crowds**: with the mix's ``crowd_probability`` per image (:data:`CROWD_PROBABILITY` = 0.07 in the
+  COCO-like mix, 0 in the tiny one), a tight cluster of ``m`` = 12-40 tiny
   instances (sides 3-7 px) of one category in a square of side ``sqrt(m) * U(8, 12)`` px (those that would
   overlap one another are skipped), annotated as ONE annotation with ``iscrowd=1`` and an uncompressed RLE
   mask ``{"counts": [...], "size": [h, w]}`` of the union of their pixels, as COCO annotates crowds. That
@@ -44,9 +45,19 @@ polygon at the image size (``mask.frPyObjects`` + ``mask.decode``), the painted 
 pixels (COCO's own boxes are the polygon extent in floats; here the box is the mask's, so that box, mask and
 pixels agree). Crowd annotations use the same definitions on their RLE. Objects lie wholly inside the image.
 
-**Size distribution** (by object count, COCO's bins by mask area, :mod:`sodlib.data.sizes`). Each object
-first draws its bin with probabilities :data:`SIZE_BIN_PROBABILITIES` (COCO train2017: 41.43 / 34.32 /
-24.24 % small / medium / large; the large weight times :data:`LARGE_DRAW_BOOST`, see Placement), then its side ``s = sqrt(area)`` log-uniformly inside the bin's side range::
+**Size mixes.** How large the objects are, how many an image holds and how often it holds a crowd is a
+:class:`SizeMix`, a parameter of :func:`generate_synthetic_coco` (and of :func:`render_image`). Two are defined:
+:data:`COCO_LIKE_MIX`, the embedded dataset's, described below, and :data:`TINY_MIX`, the embedded tiny-object
+dataset's (:func:`embedded_tiny_dataset`: 640 px images where, as in the traffic signs of Tsinghua-Tencent 100K,
+nine objects in ten cover under 0.2 % of the image area: sides 3-28.6 px with probability 0.9, 28.6-90.5 px
+otherwise, 10 objects drawn per image on average, no crowds). Everything else (background, distractors,
+shapes, placement) is the same for every mix, and a mix changes no draw before the object count, so
+:data:`COCO_LIKE_MIX` draws exactly what the generator drew before mixes were a parameter.
+
+**Size distribution of the COCO-like mix** (by object count, COCO's bins by mask area, :mod:`sodlib.data.sizes`).
+Each object first draws its bin with probabilities :data:`SIZE_BIN_PROBABILITIES` (COCO train2017: 41.43 / 34.32 /
+24.24 % small / medium / large; the large weight times :data:`LARGE_DRAW_BOOST`, see Placement), then its side
+``s = sqrt(area)`` log-uniformly inside the bin's side range::
 
     small  s in [4, 32],  medium  s in [32, 96],  large  s in [96, s_max],  s_max = 0.5 * image_size
     s = exp(U(log lo, log hi))
@@ -65,7 +76,8 @@ pixel with the masks already placed. An object with no room is shrunk by 15 % (n
 lower side, so that it stays in its bin) and tried again, and dropped after 5 shrinks: about 3 % of the drawn
 objects, nearly all large ones in images that already hold several, which :data:`LARGE_DRAW_BOOST` makes up.
 
-**Objects per image**: ``1 + NegativeBinomial`` with mean :data:`MEAN_OBJECTS_PER_IMAGE` - 1 and shape 1.5
+**Objects per image** (COCO-like mix; any mix: its ``mean_objects``, ``count_shape`` and ``max_objects``):
+``1 + NegativeBinomial`` with mean :data:`MEAN_OBJECTS_PER_IMAGE` - 1 and shape 1.5
 (a long tail, like COCO's, with some images holding dozens), at most 60. The drawn mean is 7.7 so that, after the
 few objects that find no room, an image holds about 7.3 annotations, as COCO train2017 (860,001 / 118,287).
 
@@ -87,7 +99,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +131,11 @@ EMBEDDED_SPLITS: dict[str, dict] = {
     "val": {"num_images": 200, "seed": 1},
 }
 EMBEDDED_IMAGE_SIZE = 512
+EMBEDDED_TINY_SPLITS: dict[str, dict] = {
+    "train": {"num_images": 800, "seed": 10},
+    "val": {"num_images": 200, "seed": 11},
+}
+"""The embedded tiny-object dataset's splits (:func:`embedded_tiny_dataset`); seeds apart from the main set's."""
 
 SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
 """COCO train2017's share of objects per size bin (by annotation count, by mask area)."""
@@ -216,22 +233,161 @@ def _texture(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # Size sampling
 # ----------------------------------------------------------------------------------------------------------
 
-def side_ranges(image_size: int) -> dict[str, tuple[float, float]]:
-    """Side range ``(lo, hi)`` of each size bin that fits an image of ``image_size`` (see module docstring)."""
-    largest = LARGEST_SIDE_FRACTION * image_size
-    edges = {"small": (SMALLEST_SIDE, 32.0), "medium": (32.0, 96.0), "large": (96.0, largest)}
-    return {name: (lo, min(hi, largest)) for name, (lo, hi) in edges.items() if min(hi, largest) > lo}
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SizeMix:
+    """How large the objects of an image are and how many there are: everything :func:`_render` draws per image
+    that is not the picture itself.
+
+    Fields:
+        name: a short name, written into the json's ``info`` and the embedded stamps (``"coco_like"``, ``"tiny"``).
+        bins: size bin name -> ``(lo, hi)``, the range of the object side ``s = sqrt(area)`` in pixels
+            (``lo >= 1``, ``lo < hi``); ``hi`` may be ``math.inf``. Every ``hi`` is capped at
+            ``largest_side_fraction * image_size`` and a bin left empty by that cap is dropped (see
+            :func:`side_ranges`). Within a bin the side is log-uniform.
+        probabilities: bin name -> share of the drawn objects (the same names as ``bins``, each >= 0, summing to
+            1 within 0.001; renormalised over the bins that fit the image).
+        mean_objects: mean number of objects drawn per image (>= 1): ``1 + NegativeBinomial`` with mean
+            ``mean_objects - 1`` and shape ``count_shape``.
+        max_objects: at most this many objects are drawn per image (>= 1).
+        crowd_probability: chance that an image holds one crowd annotation (in ``[0, 1]``).
+        draw_boost: bin name -> factor on that bin's drawing weight (> 0; absent bins: 1), to make up for the
+            objects of that bin that find no room and are dropped.
+        largest_side_fraction: cap on the object side as a fraction of the image side (in ``(0, 0.5]``).
+        count_shape: shape of the negative binomial of the object count (> 0; smaller: a longer tail).
+
+    Raises ``ValueError`` naming the field and the fix for a mix that cannot be drawn.
+    """
+
+    name: str
+    bins: dict[str, tuple[float, float]]
+    probabilities: dict[str, float]
+    mean_objects: float
+    max_objects: int
+    crowd_probability: float
+    draw_boost: dict[str, float] = field(default_factory=dict)
+    largest_side_fraction: float = LARGEST_SIDE_FRACTION
+    count_shape: float = OBJECT_COUNT_SHAPE
+
+    def __post_init__(self) -> None:
+        where = f"SizeMix({self.name!r})"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"SizeMix name={self.name!r} must be a non-empty string, e.g. 'tiny'")
+        if not isinstance(self.bins, dict) or not self.bins:
+            raise ValueError(f"{where}: bins={self.bins!r} must be a non-empty dict of name -> (lo, hi) sides in px")
+        for name, edges in self.bins.items():
+            if not isinstance(edges, (tuple, list)) or len(edges) != 2 or not all(_is_number(e) for e in edges):
+                raise ValueError(f"{where}: bins[{name!r}]={edges!r} must be a pair (lo, hi) of sides in px")
+            lo, hi = edges
+            if not lo >= 1:
+                raise ValueError(f"{where}: bins[{name!r}]=({lo}, {hi}): the side lo must be >= 1 px (a smaller "
+                                 "polygon often rasterises to no pixel); fix: raise lo")
+            if not lo < hi:
+                raise ValueError(f"{where}: bins[{name!r}]=({lo}, {hi}): lo must be < hi; fix: swap or widen the range")
+        if not isinstance(self.probabilities, dict) or set(self.probabilities) != set(self.bins):
+            given = ", ".join(map(str, self.probabilities)) if isinstance(self.probabilities, dict) else repr(self.probabilities)
+            raise ValueError(f"{where}: probabilities must name exactly the bins ({', '.join(self.bins)}); got {given}")
+        for name, share in self.probabilities.items():
+            if not _is_number(share) or not 0 <= share <= 1:
+                raise ValueError(f"{where}: probabilities[{name!r}]={share!r} must be a number in [0, 1]")
+        total = sum(self.probabilities.values())
+        if abs(total - 1) > 1e-3:
+            raise ValueError(f"{where}: probabilities sum to {total:.4g}, not 1; fix: make the shares of the bins "
+                             "add up to 1")
+        if not _is_number(self.mean_objects) or not self.mean_objects >= 1:
+            raise ValueError(f"{where}: mean_objects={self.mean_objects!r} must be a number >= 1 (an image holds "
+                             "at least one object)")
+        integer = isinstance(self.max_objects, (int, np.integer)) and not isinstance(self.max_objects, bool)
+        if not integer or self.max_objects < 1:
+            raise ValueError(f"{where}: max_objects={self.max_objects!r} must be an integer >= 1")
+        if not _is_number(self.crowd_probability) or not 0 <= self.crowd_probability <= 1:
+            raise ValueError(f"{where}: crowd_probability={self.crowd_probability!r} must be a number in [0, 1] "
+                             "(0: no crowds)")
+        for name, factor in self.draw_boost.items():
+            if name not in self.bins:
+                raise ValueError(f"{where}: draw_boost names {name!r}, which is not a bin; use one of "
+                                 f"{', '.join(self.bins)}")
+            if not _is_number(factor) or not factor > 0:
+                raise ValueError(f"{where}: draw_boost[{name!r}]={factor!r} must be a number > 0 (1: no boost)")
+        if not _is_number(self.largest_side_fraction) or not 0 < self.largest_side_fraction <= 0.5:
+            raise ValueError(f"{where}: largest_side_fraction={self.largest_side_fraction!r} must be in (0, 0.5] "
+                             "(an object must fit in the image at any angle)")
+        if not _is_number(self.count_shape) or not self.count_shape > 0:
+            raise ValueError(f"{where}: count_shape={self.count_shape!r} must be a number > 0")
+
+    def describe(self) -> dict:
+        """The mix as plain json values (an infinite ``hi`` as ``None``), for stamps and reports."""
+        return {"name": self.name,
+                "bins": {n: [float(lo), None if math.isinf(hi) else float(hi)] for n, (lo, hi) in self.bins.items()},
+                "probabilities": {n: float(p) for n, p in self.probabilities.items()},
+                "mean_objects": float(self.mean_objects), "max_objects": int(self.max_objects),
+                "crowd_probability": float(self.crowd_probability),
+                "draw_boost": {n: float(f) for n, f in self.draw_boost.items()},
+                "largest_side_fraction": float(self.largest_side_fraction), "count_shape": float(self.count_shape)}
+
+
+COCO_LIKE_MIX = SizeMix(
+    name="coco_like",
+    bins={"small": (SMALLEST_SIDE, 32.0), "medium": (32.0, 96.0), "large": (96.0, math.inf)},
+    probabilities=dict(SIZE_BIN_PROBABILITIES),
+    mean_objects=MEAN_OBJECTS_PER_IMAGE,
+    max_objects=MAX_OBJECTS_PER_IMAGE,
+    crowd_probability=CROWD_PROBABILITY,
+    draw_boost={"large": LARGE_DRAW_BOOST},
+)
+"""COCO's size mix, the embedded dataset's: the module constants above as one :class:`SizeMix` (sides 4-32-96 px
+and up to half the image, COCO train2017's bin shares, 7.7 objects drawn per image, 7 % of images with a crowd)."""
+
+EMBEDDED_TINY_IMAGE_SIZE = 640
+TINY_SMALL_AREA_SHARE = 0.002
+"""Upper edge of the tiny mix's first bin, as a share of the image area (Tsinghua-Tencent 100K: 92 % of the test
+instances lie below it, :data:`sodlib.data.sizes.TT100K_SIZE_MIX`)."""
+TINY_MEDIUM_AREA_SHARE = 0.02
+
+
+def _side_of_area_share(share: float, image_size: int) -> float:
+    """The side ``s`` of a square object that covers ``share`` of an ``image_size`` square image."""
+    return math.sqrt(share) * image_size
+
+
+TINY_MIX = SizeMix(
+    name="tiny",
+    bins={"under_0.2%": (3.0, _side_of_area_share(TINY_SMALL_AREA_SHARE, EMBEDDED_TINY_IMAGE_SIZE)),
+          "0.2%-2%": (_side_of_area_share(TINY_SMALL_AREA_SHARE, EMBEDDED_TINY_IMAGE_SIZE),
+                      _side_of_area_share(TINY_MEDIUM_AREA_SHARE, EMBEDDED_TINY_IMAGE_SIZE))},
+    probabilities={"under_0.2%": 0.9, "0.2%-2%": 0.1},
+    mean_objects=10.0,
+    max_objects=60,
+    crowd_probability=0.0,
+)
+"""A traffic-sign-like mix for :data:`EMBEDDED_TINY_IMAGE_SIZE` (640 px) images: nine objects in ten cover under
+0.2 % of the image (sides 3 to 28.6 px), the rest 0.2-2 % (28.6 to 90.5 px), none more; 10 objects drawn per image
+on average (at most 60); no crowds (traffic-sign annotations have none). The bins are in pixels, so at another
+image size they keep their pixel sizes, not their area shares."""
+
+SIZE_MIXES: dict[str, SizeMix] = {COCO_LIKE_MIX.name: COCO_LIKE_MIX, TINY_MIX.name: TINY_MIX}
+"""The named mixes (``python -m sodlib data synth --size-mix NAME``)."""
+
+
+def side_ranges(image_size: int, mix: SizeMix = COCO_LIKE_MIX) -> dict[str, tuple[float, float]]:
+    """Side range ``(lo, hi)`` of each of the mix's bins that fits an image of ``image_size``: ``hi`` capped at
+    ``mix.largest_side_fraction * image_size``, bins left empty dropped (see module docstring)."""
+    largest = mix.largest_side_fraction * image_size
+    return {name: (lo, min(hi, largest)) for name, (lo, hi) in mix.bins.items() if min(hi, largest) > lo}
 
 
 def sample_sides(rng: np.random.Generator, count: int, ranges: dict[str, tuple[float, float]],
-                 large_boost: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``count`` object sides: a bin with :data:`SIZE_BIN_PROBABILITIES` (the large one's weight times
-    ``large_boost``, renormalised over the bins in ``ranges``), then ``side = exp(U(log lo, log hi))`` in it.
+                 mix: SizeMix = COCO_LIKE_MIX) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``count`` object sides: a bin with the mix's ``probabilities`` times its ``draw_boost``
+    (renormalised over the bins in ``ranges``), then ``side = exp(U(log lo, log hi))`` in it.
 
     Returns ``(sides float64 [count], bin_index int64 [count])``, the bin index into ``list(ranges)``.
     """
     names = list(ranges)
-    probabilities = np.array([SIZE_BIN_PROBABILITIES[n] * (large_boost if n == "large" else 1.0) for n in names])
+    probabilities = np.array([mix.probabilities[n] * mix.draw_boost.get(n, 1.0) for n in names])
     bins = rng.choice(len(names), size=count, p=probabilities / probabilities.sum())
     lows = np.log([ranges[n][0] for n in names])[bins]
     highs = np.log([ranges[n][1] for n in names])[bins]
@@ -481,13 +637,13 @@ def _free_offsets(coarse: np.ndarray, extent: tuple[float, float, float, float])
 
 
 def _place_objects(rng: np.random.Generator, pixels: np.ndarray, occupied: np.ndarray, count: int,
-                   painted: list[PaintedShape] | None = None) -> list[PlacedObject]:
-    """Place up to ``count`` objects with sizes from :func:`sample_sides` where no mask overlaps another;
-    paint them into ``pixels`` (``uint8 [H, W, 3]``), mark them in ``occupied`` (``bool [H, W]``) and append
-    what was painted to ``painted`` when given."""
+                   painted: list[PaintedShape] | None = None, mix: SizeMix = COCO_LIKE_MIX) -> list[PlacedObject]:
+    """Place up to ``count`` objects with sizes from :func:`sample_sides` (the ``mix``'s bins) where no mask
+    overlaps another; paint them into ``pixels`` (``uint8 [H, W, 3]``), mark them in ``occupied``
+    (``bool [H, W]``) and append what was painted to ``painted`` when given."""
     size = pixels.shape[0]
-    ranges = side_ranges(size)
-    sides, bins = sample_sides(rng, count, ranges, LARGE_DRAW_BOOST)
+    ranges = side_ranges(size, mix)
+    sides, bins = sample_sides(rng, count, ranges, mix)
     lowest_side = np.array([ranges[n][0] for n in ranges])[bins]
     coarse = _coarse_occupancy(occupied)
     placed = []
@@ -551,9 +707,10 @@ class PaintedShape:
     colours: np.ndarray
 
 
-def _render(seed: int, image_index: int, image_size: int, painted: list[PaintedShape] | None = None):
+def _render(seed: int, image_index: int, image_size: int, painted: list[PaintedShape] | None = None,
+            mix: SizeMix = COCO_LIKE_MIX):
     """``(pixels uint8 [H, W, 3], annotations, background)``: the drawn image before JPEG, and its pixels before
-    any object was painted (background and distractors)."""
+    any object was painted (background and distractors). ``mix`` sets the objects' sizes and count."""
     rng = np.random.default_rng([seed, image_index])
     image = _paint_background(rng, image_size)
     _paint_distractors(rng, image)
@@ -561,38 +718,50 @@ def _render(seed: int, image_index: int, image_size: int, painted: list[PaintedS
     background = pixels.copy()
     occupied = np.zeros((image_size, image_size), dtype=bool)
     annotations = []
-    if rng.random() < CROWD_PROBABILITY:
+    if rng.random() < mix.crowd_probability:  # drawn whatever the mix, so that the draws after it stay in step
         crowd = _place_crowd(rng, pixels, occupied, painted)
         if crowd is not None:
             annotations.append(crowd)
-    mean_extra = MEAN_OBJECTS_PER_IMAGE - 1
-    count = 1 + rng.negative_binomial(OBJECT_COUNT_SHAPE, OBJECT_COUNT_SHAPE / (OBJECT_COUNT_SHAPE + mean_extra))
-    annotations += _place_objects(rng, pixels, occupied, min(int(count), MAX_OBJECTS_PER_IMAGE), painted)
+    mean_extra = mix.mean_objects - 1
+    count = 1 + rng.negative_binomial(mix.count_shape, mix.count_shape / (mix.count_shape + mean_extra))
+    annotations += _place_objects(rng, pixels, occupied, min(int(count), mix.max_objects), painted, mix)
     return pixels, annotations, background
 
 
-def render_image(seed: int, image_index: int, image_size: int) -> tuple[Image.Image, list[PlacedObject]]:
-    """Draw image ``image_index`` of the run with ``seed``: the RGB image and its annotations (without ids).
+def _check_mix(mix: SizeMix) -> None:
+    if not isinstance(mix, SizeMix):
+        raise ValueError(f"mix={mix!r} must be a SizeMix, e.g. COCO_LIKE_MIX or TINY_MIX "
+                         f"(the named ones: {', '.join(SIZE_MIXES)})")
+
+
+def render_image(seed: int, image_index: int, image_size: int,
+                 mix: SizeMix = COCO_LIKE_MIX) -> tuple[Image.Image, list[PlacedObject]]:
+    """Draw image ``image_index`` of the run with ``seed``: the RGB image and its annotations (without ids),
+    with the objects' sizes and count drawn from ``mix``.
 
     Everything comes from ``numpy.random.default_rng([seed, image_index])``.
     """
-    pixels, annotations, _ = _render(seed, image_index, image_size)
+    _check_mix(mix)
+    pixels, annotations, _ = _render(seed, image_index, image_size, mix=mix)
     return Image.fromarray(pixels, mode="RGB"), annotations
 
 
-def render_image_twin(seed: int, image_index: int, image_size: int, scale: int) -> np.ndarray:
+def render_image_twin(seed: int, image_index: int, image_size: int, scale: int,
+                      mix: SizeMix = COCO_LIKE_MIX) -> np.ndarray:
     """``uint8 [s H, s W, 3]``: image ``image_index`` of the run with ``seed`` drawn again ``scale`` times larger.
 
     Every object (crowd members too) is painted again from the same parameters (shape, side times ``s``, angle,
     stretch, centre times ``s``, colours), rasterised and textured at the larger size, so a small object of the
     dataset has its true high-resolution twin at ``s`` times its box. The background and distractors, which
     carry no labels, are the drawn ones upscaled bicubically (they are smooth noise built at a quarter of the
-    resolution, but their 1-3 px lines and blobs come out soft). Not JPEG-compressed.
+    resolution, but their 1-3 px lines and blobs come out soft). Not JPEG-compressed. ``mix`` must be the one
+    the image was drawn with.
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale={scale!r} must be a positive integer")
+    _check_mix(mix)
     painted: list[PaintedShape] = []
-    _, _, background = _render(seed, image_index, image_size, painted)
+    _, _, background = _render(seed, image_index, image_size, painted, mix)
     size = image_size * scale
     twin = np.array(Image.fromarray(background).resize((size, size), Image.BICUBIC))
     for item in painted:
@@ -608,9 +777,11 @@ def image_file_name(image_id: int) -> str:
     return f"{image_id:012d}.jpg"
 
 
-def _write_one_image(task: tuple[int, int, int, str]) -> list[PlacedObject]:
-    seed, image_index, image_size, folder = task
-    image, annotations = render_image(seed, image_index, image_size)
+def _write_one_image(task: tuple[int, int, int, str, SizeMix]) -> list[PlacedObject]:
+    seed, image_index, image_size, folder, mix = task
+    # the default mix is left to render_image's default, so that a stand-in with its three-argument form still fits
+    extra = {} if mix == COCO_LIKE_MIX else {"mix": mix}
+    image, annotations = render_image(seed, image_index, image_size, **extra)
     image.save(Path(folder) / image_file_name(image_index + 1), format="JPEG", quality=JPEG_QUALITY)
     return annotations
 
@@ -741,7 +912,7 @@ def _dump_json(document: dict) -> str:
 @sigterm_unwinds()
 def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: int, *, split: str = "train",
                             image_size: int = 512, workers: int | None = None, progress: bool = True,
-                            overwrite: bool = False) -> Path:
+                            overwrite: bool = False, mix: SizeMix = COCO_LIKE_MIX) -> Path:
     """Write a synthetic COCO instances dataset (JPEG images + json with polygon masks); return the json path.
 
     Parameters:
@@ -757,6 +928,9 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
             ``min(2, os.cpu_count())``; 1 draws in this process.
         progress: show a tqdm progress bar.
         overwrite: replace an existing ``<split>`` folder and json instead of refusing.
+        mix: the objects' sizes and count per image (:class:`SizeMix`): :data:`COCO_LIKE_MIX` (COCO's bins), or
+            :data:`TINY_MIX` (traffic-sign-like, meant for 640 px images); any other mix is named in the json's
+            ``info.description``.
 
     Nothing is half-written: images and json go to a temporary folder inside ``out_dir`` that is removed on
     failure, Ctrl-C or SIGTERM (:func:`sodlib.data.files.sigterm_unwinds`, active during the call); at the end
@@ -764,7 +938,8 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
     dataset).
 
     Raises ``ValueError`` (naming the argument and the fix) for ``num_images < 1``, ``image_size < 64``,
-    ``workers < 1``, a bad split name, or an existing split when ``overwrite`` is false.
+    ``workers < 1``, a bad split name, a ``mix`` that is not a :class:`SizeMix`, or an existing split when
+    ``overwrite`` is false.
     """
     if not isinstance(num_images, (int, np.integer)) or num_images < 1:
         raise ValueError(f"num_images={num_images!r} must be an integer >= 1; pass the number of images to draw")
@@ -775,6 +950,7 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
         raise ValueError(f"workers={workers!r} must be None (automatic) or an integer >= 1")
     _check_seed(seed)
     _check_split_name(split)
+    _check_mix(mix)
     out_dir = Path(out_dir)
     image_folder = out_dir / split
     json_path = out_dir / "annotations" / f"instances_{split}.json"
@@ -791,7 +967,7 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
     try:
         temporary_images = temporary / split
         temporary_images.mkdir()
-        tasks = [(seed, index, image_size, str(temporary_images)) for index in range(num_images)]
+        tasks = [(seed, index, image_size, str(temporary_images), mix) for index in range(num_images)]
         logger.info("drawing %d synthetic images of %d px (seed %d) into %s with %d worker(s)",
                     num_images, image_size, seed, image_folder, workers)
         bar = tqdm(total=num_images, desc=f"synthetic {split}", unit="img", disable=not progress)
@@ -812,7 +988,10 @@ def generate_synthetic_coco(out_dir: str | os.PathLike, num_images: int, seed: i
                                     "segmentation": item.segmentation, "area": item.area, "bbox": item.bbox,
                                     "iscrowd": item.iscrowd})
                 next_id += 1
-        document = {"info": {**INFO, "description": f"{INFO['description']}, split {split}, seed {seed}"},
+        description = f"{INFO['description']}, split {split}, seed {seed}"
+        if mix != COCO_LIKE_MIX:  # the COCO-like files stay as they were before mixes had names
+            description += f", size mix {mix.name}"
+        document = {"info": {**INFO, "description": description},
                     "licenses": LICENSES, "images": images, "annotations": annotations, "categories": CATEGORIES}
         (temporary / "instances.json").write_text(_dump_json(document))
 
@@ -1034,9 +1213,30 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
 # The embedded dataset
 # ----------------------------------------------------------------------------------------------------------
 
-def _stamp(split: str) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "split": split, "image_size": EMBEDDED_IMAGE_SIZE,
-            **EMBEDDED_SPLITS[split]}
+EMBEDDED_DATASETS = ("embedded", "embedded_tiny")
+"""The embedded datasets, by the name of their folder under ``data_dir()`` (and of their run-config source,
+``"embedded:train"``, ``"embedded_tiny:val"``)."""
+
+
+def _embedded_spec(dataset: str) -> tuple[dict[str, dict], int, SizeMix]:
+    """``(splits, image_size, mix)`` of an embedded dataset, read from the module at call time."""
+    if dataset == "embedded":
+        return EMBEDDED_SPLITS, EMBEDDED_IMAGE_SIZE, COCO_LIKE_MIX
+    if dataset == "embedded_tiny":
+        return EMBEDDED_TINY_SPLITS, EMBEDDED_TINY_IMAGE_SIZE, TINY_MIX
+    raise ValueError(f"dataset={dataset!r} is not an embedded dataset; use one of {', '.join(EMBEDDED_DATASETS)}")
+
+
+def _stamp(split: str, dataset: str = "embedded") -> dict:
+    """What a split's stamp file records: the generator version and the parameters it was drawn with (json values).
+
+    The COCO-like set's stamp holds no mix (it is the one it had before mixes existed, so existing folders are
+    reused); any other set's holds its mix in full, so that a changed mix regenerates it."""
+    splits, image_size, mix = _embedded_spec(dataset)
+    stamp = {"generator_version": GENERATOR_VERSION, "split": split, "image_size": image_size, **splits[split]}
+    if dataset != "embedded":
+        stamp["size_mix"] = mix.describe()
+    return json.loads(json.dumps(stamp))
 
 
 @contextlib.contextmanager
@@ -1056,13 +1256,47 @@ def _folder_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _embedded_paths(dataset: str, split: str, root: str | os.PathLike | None) -> tuple[Path, Path]:
+    splits, _, _ = _embedded_spec(dataset)
+    if split not in splits:
+        raise ValueError(f"split={split!r} is not a split of {dataset}; use one of {', '.join(splits)}")
+    root = Path(root) if root is not None else data_dir() / dataset
+    return root / "annotations" / f"instances_{split}.json", root / split
+
+
 def embedded_paths(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """``(annotation json, image folder)`` where the embedded dataset's ``split`` lives under ``root`` (default
     ``data_dir() / "embedded"``), without generating it: for the commands that must not write over it."""
-    if split not in EMBEDDED_SPLITS:
-        raise ValueError(f"split={split!r} is not an embedded split; use one of {', '.join(EMBEDDED_SPLITS)}")
-    root = Path(root) if root is not None else data_dir() / "embedded"
-    return root / "annotations" / f"instances_{split}.json", root / split
+    return _embedded_paths("embedded", split, root)
+
+
+def embedded_tiny_paths(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` where the embedded tiny-object dataset's ``split`` lives under ``root``
+    (default ``data_dir() / "embedded_tiny"``), without generating it."""
+    return _embedded_paths("embedded_tiny", split, root)
+
+
+def _embedded(dataset: str, split: str, root: str | os.PathLike | None) -> tuple[Path, Path]:
+    """The split of an embedded dataset, generated when its stamp is missing or differs (see
+    :func:`embedded_dataset`)."""
+    json_path, image_folder = _embedded_paths(dataset, split, root)
+    splits, image_size, mix = _embedded_spec(dataset)
+    root = image_folder.parent
+    stamp_path = root / f"stamp_{split}.json"
+    wanted = _stamp(split, dataset)
+    with _folder_lock(root):
+        current = None
+        if stamp_path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                current = json.loads(stamp_path.read_text())
+        if current != wanted or not json_path.is_file() or not image_folder.is_dir():
+            logger.info("generating the %s split of %s in %s (stamp %s)", split, dataset, root, wanted)
+            stamp_path.unlink(missing_ok=True)
+            generate_synthetic_coco(root, split=split, image_size=image_size, overwrite=True, mix=mix, **splits[split])
+            stamp_path.write_text(json.dumps(wanted, indent=1) + "\n")
+        else:
+            logger.debug("reusing the %s split of %s in %s", split, dataset, root)
+    return json_path, image_folder
 
 
 def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
@@ -1070,38 +1304,35 @@ def embedded_dataset(split: str = "train", root: str | os.PathLike | None = None
 
     The dataset lives under ``root`` (default ``data_dir() / "embedded"``) as
     ``annotations/instances_<split>.json`` and ``<split>/``, drawn by :func:`generate_synthetic_coco` with the
-    parameters in :data:`EMBEDDED_SPLITS` at :data:`EMBEDDED_IMAGE_SIZE` px. A stamp file
-    ``stamp_<split>.json`` records :data:`GENERATOR_VERSION` and those parameters; when it is missing or
+    parameters in :data:`EMBEDDED_SPLITS` at :data:`EMBEDDED_IMAGE_SIZE` px and :data:`COCO_LIKE_MIX`. A stamp
+    file ``stamp_<split>.json`` records :data:`GENERATOR_VERSION` and those parameters; when it is missing or
     differs (the generator changed), the split is generated again. A file lock makes concurrent callers
     (e.g. pytest-xdist workers) wait for one generation instead of racing.
     """
-    json_path, image_folder = embedded_paths(split, root)
-    root = image_folder.parent
-    stamp_path = root / f"stamp_{split}.json"
-    wanted = _stamp(split)
-    with _folder_lock(root):
-        current = None
-        if stamp_path.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                current = json.loads(stamp_path.read_text())
-        if current != wanted or not json_path.is_file() or not image_folder.is_dir():
-            logger.info("generating the embedded dataset's %s split in %s (stamp %s)", split, root, wanted)
-            stamp_path.unlink(missing_ok=True)
-            generate_synthetic_coco(root, split=split, image_size=EMBEDDED_IMAGE_SIZE, overwrite=True,
-                                    **EMBEDDED_SPLITS[split])
-            stamp_path.write_text(json.dumps(wanted, indent=1) + "\n")
-        else:
-            logger.debug("reusing the embedded dataset's %s split in %s", split, root)
-    return json_path, image_folder
+    return _embedded("embedded", split, root)
 
 
-def embedded_twin(split: str, image_id: int, scale: int) -> np.ndarray:
-    """``uint8 [s 512, s 512, 3]``: image ``image_id`` of the embedded ``split`` drawn ``scale`` times larger
-    (:func:`render_image_twin` with the split's seed; image ids are ``index + 1``)."""
+def embedded_tiny_dataset(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` of the embedded tiny-object dataset's ``split``, generated on first use.
+
+    As :func:`embedded_dataset`, under ``root`` (default ``data_dir() / "embedded_tiny"``), with the parameters in
+    :data:`EMBEDDED_TINY_SPLITS`, :data:`EMBEDDED_TINY_IMAGE_SIZE` (640) px images and :data:`TINY_MIX` (nine
+    objects in ten under 0.2 % of the image area, as in Tsinghua-Tencent 100K); its stamp also records the mix,
+    so that a changed mix regenerates it.
+    """
+    return _embedded("embedded_tiny", split, root)
+
+
+def embedded_twin(split: str, image_id: int, scale: int, dataset: str = "embedded") -> np.ndarray:
+    """``uint8 [s S, s S, 3]``: image ``image_id`` of the split of an embedded ``dataset`` (``"embedded"``, 512 px,
+    or ``"embedded_tiny"``, 640 px) drawn ``scale`` times larger (:func:`render_image_twin` with the split's seed
+    and the dataset's mix; image ids are ``index + 1``)."""
     _check_split_name(split)
-    if split not in EMBEDDED_SPLITS:
-        raise ValueError(f"split={split!r}: the embedded splits are {', '.join(EMBEDDED_SPLITS)}")
-    spec = EMBEDDED_SPLITS[split]
+    splits, image_size, mix = _embedded_spec(dataset)
+    if split not in splits:
+        raise ValueError(f"split={split!r}: the splits of {dataset} are {', '.join(splits)}")
+    spec = splits[split]
     if not 1 <= int(image_id) <= spec["num_images"]:
-        raise ValueError(f"image_id={image_id} is not an image of the embedded {split} split (1..{spec['num_images']})")
-    return render_image_twin(spec["seed"], int(image_id) - 1, EMBEDDED_IMAGE_SIZE, scale)
+        raise ValueError(f"image_id={image_id} is not an image of the {split} split of {dataset} "
+                         f"(1..{spec['num_images']})")
+    return render_image_twin(spec["seed"], int(image_id) - 1, image_size, scale, mix)

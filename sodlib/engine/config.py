@@ -58,6 +58,7 @@ class TrainConfig:
     log_every: int = 20
     eval_batch_size: int = 4
     size_bins: dict[str, tuple[float, float]] = field(default_factory=dict)
+    f1_score_threshold: float | None = None  # also P / R / F1 per size bin of the detections scoring >= this
 
     # fields that must agree between a checkpoint and the run that resumes it, for the resume to be exact
     SCHEDULE_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_iterations",
@@ -94,6 +95,9 @@ class TrainConfig:
              "use an integer >= 0 (0: a checkpoint at the end only)")
         need(isinstance(self.log_every, int) and self.log_every >= 1, "log_every", "use a positive integer")
         need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval_batch_size", "use a positive integer")
+        threshold = self.f1_score_threshold
+        need(threshold is None or (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 <= threshold <= 1),
+             "f1_score_threshold", "use a detection score in [0, 1] such as 0.5, or leave it out for AP / AR only")
         need(self.resume is False or self.run_dir is not None or isinstance(self.resume, (str, os.PathLike)), "resume",
              "resume=True looks for <run_dir>/checkpoints/last.pt, so set run_dir, or give the checkpoint's path")
         need(self.checkpoint_every == 0 or self.run_dir is not None, "checkpoint_every", "checkpoints need a run_dir")

@@ -72,7 +72,11 @@ def check_run_config(config: Mapping[str, Any], source: str = "config") -> dict[
             raise ValueError(f"{source}: [train] {key} is set by the command (--run-dir, --resume), not in the file; remove it")
     TrainConfig.from_mapping({**config["train"], "run_dir": "<run folder>"})  # validates before any work starts
     check_augmentation(config["data"])
-    refuse_unknown_names(config["evaluate"], ("size_bins", "batch_size"), f"{source}: [evaluate]")
+    refuse_unknown_names(config["evaluate"], ("size_bins", "batch_size", "f1_score_threshold"), f"{source}: [evaluate]")
+    if config["evaluate"].get("f1_score_threshold") is not None:
+        from sodlib.eval.threshold_metrics import check_score_threshold
+
+        check_score_threshold(config["evaluate"]["f1_score_threshold"], f"{source}: [evaluate] f1_score_threshold")
     return config
 
 
@@ -172,9 +176,13 @@ def check_augmentation(data: Mapping[str, Any]) -> None:
             raise ValueError(f"[data] copy_paste: {error}") from None
 
 
+#: The embedded data sources a ``[data]`` split may name: ``"<dataset>:<split>"``.
+EMBEDDED_SOURCES = ("embedded:train", "embedded:val", "embedded_tiny:train", "embedded_tiny:val")
+
+
 def _split_source(data: Mapping[str, Any], split: str) -> tuple[Any, Any] | str | None:
-    """Where a ``[data]`` split comes from: ``(annotations, images)`` given in the table, the name of an
-    embedded split (``"train"`` / ``"val"``), or ``None`` for ``"none"``."""
+    """Where a ``[data]`` split comes from: ``(annotations, images)`` given in the table, one of the
+    :data:`EMBEDDED_SOURCES` (``"embedded:train"``, ``"embedded_tiny:val"``, ...), or ``None`` for ``"none"``."""
     annotations, images = data.get(f"{split}_annotations"), data.get(f"{split}_images")
     if annotations is not None or images is not None:
         if annotations is None or images is None:
@@ -183,31 +191,38 @@ def _split_source(data: Mapping[str, Any], split: str) -> tuple[Any, Any] | str 
     source = data.get(split, f"embedded:{split}")
     if source == "none":
         return None
-    if not isinstance(source, str) or not source.startswith("embedded:") or source.split(":", 1)[1] not in ("train", "val"):
-        raise ValueError(f"[data] {split}={source!r}: use 'embedded:train', 'embedded:val', 'none', "
+    if source not in EMBEDDED_SOURCES:
+        named = ", ".join(repr(s) for s in EMBEDDED_SOURCES)
+        raise ValueError(f"[data] {split}={source!r}: use one of {named}, 'none', "
                          f"or give {split}_annotations and {split}_images")
-    return source.split(":", 1)[1]
+    return source
+
+
+def _embedded_files(source: str, generate: bool) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` of an embedded source, generated first when ``generate`` is true."""
+    from sodlib.data import synthetic
+
+    dataset, split = source.split(":", 1)
+    if dataset == "embedded_tiny":
+        return synthetic.embedded_tiny_dataset(split) if generate else synthetic.embedded_tiny_paths(split)
+    return synthetic.embedded_dataset(split) if generate else synthetic.embedded_paths(split)
 
 
 def _dataset(data: Mapping[str, Any], split: str, **options: Any) -> CocoDetection | None:
-    from sodlib.data.synthetic import embedded_dataset
-
     source = _split_source(data, split)
     if source is None:
         return None
-    return CocoDetection(*(embedded_dataset(source) if isinstance(source, str) else source), **options)
+    return CocoDetection(*(_embedded_files(source, generate=True) if isinstance(source, str) else source), **options)
 
 
 def data_paths(config: Mapping[str, Any]) -> list[Path]:
     """The files a run configuration reads: each split's annotation json and image folder (where the embedded
-    dataset lives for ``embedded:...``, without generating it)."""
-    from sodlib.data.synthetic import embedded_paths
-
+    dataset lives for ``embedded:...`` and ``embedded_tiny:...``, without generating it)."""
     paths: list[Path] = []
     for split in ("train", "val"):
         source = _split_source(config.get("data", {}), split)
         if source is not None:
-            paths += [Path(p) for p in (embedded_paths(source) if isinstance(source, str) else source)]
+            paths += [Path(p) for p in (_embedded_files(source, generate=False) if isinstance(source, str) else source)]
     return paths
 
 
@@ -311,6 +326,8 @@ def run_training(config: Mapping[str, Any], run_dir: str | os.PathLike, *, resum
     train_values.setdefault("size_bins", size_bins)
     if "batch_size" in config["evaluate"]:
         train_values["eval_batch_size"] = config["evaluate"]["batch_size"]
+    if "f1_score_threshold" in config["evaluate"]:
+        train_values["f1_score_threshold"] = config["evaluate"]["f1_score_threshold"]
     train_config = TrainConfig.from_mapping(train_values)
     threads = torch.get_num_threads()
     if train_config.num_threads is not None:
@@ -372,7 +389,8 @@ def evaluate_trained_run(config: Mapping[str, Any], run_dir: str | os.PathLike,
     try:
         timings: dict[str, float] = {}
         metrics = evaluate(model, val_set, config["evaluate"].get("size_bins") or None,
-                           batch_size=int(config["evaluate"].get("batch_size", 4)), timings=timings)
+                           batch_size=int(config["evaluate"].get("batch_size", 4)), timings=timings,
+                           f1_score_threshold=config["evaluate"].get("f1_score_threshold"))
         return {"metrics": metrics, "ms_per_image": timings["ms_per_image"], "test_options": dict(test_options),
                 "hardware": hardware_description()}
     finally:

@@ -309,7 +309,7 @@ def _train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config
             timings: dict[str, float] = {}
             result.metrics = evaluate(model, val_set, config.size_bins or None, batch_size=config.eval_batch_size,
                                       device=context.device, results_path=results_path, progress=config.progress,
-                                      timings=timings)
+                                      timings=timings, f1_score_threshold=config.f1_score_threshold)
             result.ms_per_image = timings["ms_per_image"]
             if run_dir is not None:
                 (run_dir / "metrics.json").write_text(json.dumps({"split": "val", "iterations": iteration,

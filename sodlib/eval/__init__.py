@@ -5,19 +5,24 @@
 - :mod:`sodlib.eval.evaluate`: run a detector over a dataset (:func:`predict`) and score it (:func:`evaluate`).
 - :mod:`sodlib.eval.error_analysis`: per image, true positives, false positives and misses by COCOeval's rule
   (:func:`match_image`), for :func:`sodlib.viz.detection.plot_detection_errors` to draw.
+- :mod:`sodlib.eval.threshold_metrics`: precision / recall / F1 per size bin of the detections above one score
+  threshold (:func:`f1_by_size`), the traffic-sign protocol's figures.
 """
 from sodlib.eval.coco_eval import (METRIC_NAMES, coco_results, evaluate_results, per_category_ap, precision_recall_by_bin,
                                    run_cocoeval, summarize)
 from sodlib.eval.error_analysis import ImageErrors, match_image
 from sodlib.eval.evaluate import bare_model, evaluate, predict, predict_one
+from sodlib.eval.threshold_metrics import check_score_threshold, f1_by_size
 
 __all__ = [
     "METRIC_NAMES",
     "ImageErrors",
     "bare_model",
+    "check_score_threshold",
     "coco_results",
     "evaluate",
     "evaluate_results",
+    "f1_by_size",
     "match_image",
     "per_category_ap",
     "precision_recall_by_bin",

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from sodlib.data.dataset import CocoDetection, detection_collate
 from sodlib.data.files import write_json_atomically
 from sodlib.eval.coco_eval import coco_results, evaluate_results
+from sodlib.eval.threshold_metrics import check_score_threshold, f1_by_size
 
 __all__ = ["predict", "predict_one", "evaluate", "bare_model", "dataset_categories", "label_map_for"]
 
@@ -115,8 +116,10 @@ def label_map_for(trained: Sequence[Mapping] | None, dataset: CocoDetection) -> 
 def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, tuple[float, float]] | None = None, *,
              batch_size: int = 4, device: str | torch.device | None = None, num_workers: int = 0,
              results_path: str | os.PathLike | None = None, progress: bool = False,
-             label_to_category_id: Mapping[int, int] | None = None, timings: dict | None = None) -> dict[str, float]:
-    """COCO box AP / AR of ``model`` on ``dataset``.
+             label_to_category_id: Mapping[int, int] | None = None, timings: dict | None = None,
+             f1_score_threshold: float | None = None) -> dict[str, float]:
+    """COCO box AP / AR of ``model`` on ``dataset``; with ``f1_score_threshold``, also the traffic-sign protocol's
+    precision / recall / F1 per size bin of the detections scoring at least that.
 
     Args:
         model: a torchvision-style detector (``model(images)`` returns boxes, labels, scores per image).
@@ -127,12 +130,18 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
             model trained on a file with the same category list; :func:`label_map_for` gives it for others).
         timings: a dict to receive ``ms_per_image``: the wall time of the detector over the dataset (data
             loading, resize, forward and post-processing; not COCOeval) divided by the number of images.
+        f1_score_threshold: a score in ``[0, 1]``: also return :func:`sodlib.eval.threshold_metrics.f1_by_size`
+            of the detections scoring at least this (IoU 0.5), for the default and the extra bins.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}`` plus the
-        extra bins (see :mod:`sodlib.eval.coco_eval`); no detections give zeros.
+        extra bins (see :mod:`sodlib.eval.coco_eval`); no detections give zeros. With ``f1_score_threshold``
+        also ``P``, ``R``, ``F1`` and ``P_<bin>``, ``R_<bin>``, ``F1_<bin>`` for small, medium, large and every
+        extra bin (``-1`` where undefined).
     """
     _check_dataset(dataset)
+    if f1_score_threshold is not None:
+        f1_score_threshold = check_score_threshold(f1_score_threshold, "f1_score_threshold")
     started = time.perf_counter()
     predictions = predict(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     if timings is not None:
@@ -141,5 +150,8 @@ def evaluate(model: nn.Module, dataset: CocoDetection, size_bins: Mapping[str, t
     if results_path is not None:
         write_json_atomically(results, results_path)
     metrics = evaluate_results(dataset.coco, results, size_bins=size_bins, image_ids=dataset.image_ids)
+    if f1_score_threshold is not None:
+        metrics.update(f1_by_size(dataset.coco, results, score_threshold=f1_score_threshold, size_bins=size_bins,
+                                  image_ids=dataset.image_ids))
     logger.info("evaluated %d images, %d detections: AP %.3f AP50 %.3f", len(dataset), len(results), metrics["AP"], metrics["AP50"])
     return metrics

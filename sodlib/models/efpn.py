@@ -453,8 +453,10 @@ def efpn(num_classes: int, backbone: str = "resnet_narrow", *, sr_module: str = 
          distill_loss: str = "fbb", fbb_lambda: float = 1.0, distill_p3: bool = True, detection_loss: bool = False,
          ohem_batch_size: int = 64, extended_source: str = "efpn", probe: str | None = None,
          **fpn_options: Any) -> EFPN:
-    """Faster R-CNN with EFPN (module docstring); ``fpn_options`` are :func:`sodlib.models.faster_rcnn`'s (the
-    baseline whose weights stage 2 starts from must be built with the same ones).
+    """Faster R-CNN with EFPN, an extended pyramid level at stride 2 (Deng et al., 2021; module docstring).
+
+    ``fpn_options`` are :func:`sodlib.models.faster_rcnn`'s (the baseline whose weights stage 2 starts from must be
+    built with the same ones).
 
     Args:
         sr_module: ``"ftt"`` (EFPN), ``"espcn"`` or ``"nearest"`` (the ablations).

@@ -1,10 +1,12 @@
-"""Interactive explorers of notebooks 02, 05 and 06 (ipywidgets 8).
+"""Interactive explorers of notebooks 02, 05, 06 and 07 (ipywidgets 8).
 
 The widgets are thin: they read their controls, call a pure function of :mod:`sodlib.viz.anchors`
 (:func:`~sodlib.viz.anchors.iou_explorer_view`, :func:`~sodlib.viz.anchors.anchor_explorer_view`) or
 :mod:`sodlib.viz.position_sensitive` (:func:`~sodlib.viz.position_sensitive.ps_pooling_explorer_view`) or
-:mod:`sodlib.viz.super_resolution` (:func:`~sodlib.viz.super_resolution.upscaling_view`) that returns
-a figure and a report, show the figure in an ``Output`` widget and the report as text. Everything they compute
+:mod:`sodlib.viz.super_resolution` (:func:`~sodlib.viz.super_resolution.upscaling_view`) or
+:mod:`sodlib.viz.pyramid_levels` (:func:`~sodlib.viz.pyramid_levels.level_assignment` drawn by
+:func:`~sodlib.viz.pyramid_levels.plot_level_assignment`, as :func:`~sodlib.viz.pyramid_levels.level_explorer_view`
+does) that returns a figure and a report, show the figure in an ``Output`` widget and the report as text. Everything they compute
 is tested without a kernel; the widgets only wire.
 """
 from __future__ import annotations
@@ -17,10 +19,11 @@ import matplotlib.pyplot as plt
 
 from sodlib.viz.anchors import anchor_explorer_view, iou_explorer_view
 from sodlib.viz.position_sensitive import ps_pooling_explorer_view
+from sodlib.viz.pyramid_levels import LevelAssignment, level_assignment, plot_level_assignment
 from sodlib.viz.super_resolution import upscaling_view
 
 __all__ = ["ASPECT_RATIO_CHOICES", "Explorer", "anchor_explorer", "explorer_anchor_sizes", "iou_explorer",
-           "ps_pooling_explorer", "sr_explorer"]
+           "level_explorer", "ps_pooling_explorer", "sr_explorer"]
 
 #: Aspect-ratio sets (``h / w``) offered by the anchor explorer's slider.
 ASPECT_RATIO_CHOICES: dict[str, tuple[float, ...]] = {
@@ -171,3 +174,23 @@ def sr_explorer(cases: Callable[[int, int, str], dict[str, Any]], count: int, me
                                    style={"description_width": "110px"}, layout=widgets.Layout(width="380px")),
     }
     return Explorer(controls, upscaling_view, lambda v: cases(v["index"], v["scale"], v["method"]), columns=3)
+
+
+def level_explorer(object_side: float = 12.0, input_scale: float = 0.7, min_size: float = 448) -> Explorer:
+    """Sliders for a square object's side in the original image and the input scale (resized side over original
+    side, 448 / 640 = 0.7 for the tiny-object data); draws :func:`sodlib.viz.pyramid_levels.plot_level_assignment`
+    (the RoI on its FPN and EFPN levels' grids, the level against the RoI side) and reports
+    :meth:`~sodlib.viz.pyramid_levels.LevelAssignment.summary`: levels, cells covered and the smallest matching
+    anchor in FPN and in EFPN, whose threshold is ``56 * min_size / 1400``. ``report`` is the
+    :class:`~sodlib.viz.pyramid_levels.LevelAssignment`."""
+    style = _slider_style()
+    controls = {
+        "object_side": widgets.FloatSlider(value=object_side, min=2.0, max=256.0, step=0.5, description="object side (px)", **style),
+        "input_scale": widgets.FloatSlider(value=input_scale, min=0.25, max=2.0, step=0.05, description="input scale", **style),
+    }
+
+    def view(**arguments: Any) -> tuple[Any, LevelAssignment]:
+        assignment = level_assignment(**arguments)
+        return plot_level_assignment(assignment), assignment
+
+    return Explorer(controls, view, lambda v: {**v, "min_size": min_size})
