@@ -148,6 +148,8 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.name == "list":
         for name, experiment in {**EXPERIMENTS, **SR_EXPERIMENTS}.items():
             print(f"{name:16s} {experiment.description}")
+        print(f"{'efpn_features':16s} what distillation does to EFPN's features: the error of P'2 and P'3 against the "
+              "teacher on object cells and on the background, and Fig. 6's pictures, from experiment efpn's runs")
         print(f"{'sr_proposals':16s} seed 001's Table II: a detector's small detections re-scored by a classifier of crops "
               "upscaled by bilinear, bicubic, each SR network or cut from the HR twin")
         return 0
@@ -161,6 +163,17 @@ def _experiment(args: argparse.Namespace) -> int:
         for row_name, row in record["rows"].items():
             m = row["metrics"]
             print(f"{row_name:16s} AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP_S {m['APs']:.3f}")
+        return 0
+    if args.name == "efpn_features":
+        from sodlib.engine.efpn_features import analyse_efpn_features
+
+        if args.set or args.quick:
+            raise ValueError("experiment 'efpn_features' takes no --set or --quick (it reads experiment efpn's runs)")
+        record = analyse_efpn_features(args.seed or 0, results_dir=args.results_dir, command=_command_line())
+        print(f"efpn_features: {record['duration_s']:.1f} s; written {record['path']}")
+        for run, levels in record["runs"].items():
+            print(f"{run:24s} " + "  ".join(f"{level} object {e['object']:.4f} background {e['background']:.4f}"
+                                            for level, e in levels.items()))
         return 0
     if args.name in SR_EXPERIMENTS:
         if args.set:

@@ -73,7 +73,7 @@ from sodlib.models.rfcn import ohem_select
 from sodlib.pyramid_levels import default_extended_threshold
 
 __all__ = ["SR_MODULES", "PROBES", "ResidualBlock", "FeatureTextureTransfer", "FeatureESPCN", "NearestFeatureUp",
-           "ExtendedPyramid", "EFPNRoIHeads", "EFPN", "efpn", "match_size"]
+           "ExtendedPyramid", "EFPNRoIHeads", "EFPN", "efpn", "match_size", "extension_shapes", "extension_maps"]
 
 SR_MODULES = ("ftt", "espcn", "nearest")
 DISTILL_LOSSES = ("fbb", "global", "none")
@@ -507,3 +507,53 @@ def efpn(num_classes: int, backbone: str = "resnet_narrow", *, sr_module: str = 
                            "distill_p3": distill_p3, "detection_loss": detection_loss, "ohem_batch_size": ohem_batch_size,
                            "extended_source": extended_source, "probe": probe}
     return model
+
+
+def extension_shapes(model: EFPN, images: list[Tensor]) -> "OrderedDict[str, tuple[int, ...]]":
+    """The shape of every tensor on EFPN's path for a batch of images (input resized and padded, ``C2 .. C5``,
+    ``C'2``, ``P2 .. P6``, FTT's inner tensors when the SR module is FTT, ``P'3``, ``lateral(C'2)``, ``P'2``)."""
+    backbone = model.backbone
+    shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+    with torch.no_grad():
+        image_list, _ = model.transform(images)
+        x = image_list.tensors
+        shapes["input (resized, padded)"] = tuple(x.shape)
+        regular, twice = backbone.stem(x)
+        c2 = backbone.body.layer1(regular)
+        c3 = backbone.body.layer2(c2)
+        c4 = backbone.body.layer3(c3)
+        c5 = backbone.body.layer4(c4)
+        c2_twice = backbone.body.layer1(twice)
+        for name, tensor in (("C2", c2), ("C3", c3), ("C4", c4), ("C5", c5), ("C'2 (stage 2 at stride 2)", c2_twice)):
+            shapes[name] = tuple(tensor.shape)
+        levels = backbone.fpn(OrderedDict([("0", c2), ("1", c3), ("2", c4), ("3", c5)]))
+        for key, name in zip(levels, ("P2", "P3", "P4", "P5", "P6 (pool)")):
+            shapes[name] = tuple(levels[key].shape)
+        sr = backbone.sr
+        if isinstance(sr, FeatureTextureTransfer):
+            content = sr.content(levels["1"])
+            widened = sr.up.conv(content)
+            shuffled = match_size(sr.up.shuffle(widened), levels["0"].shape[-2:])
+            shapes["E_c(P3)"] = tuple(content.shape)
+            shapes["conv to 4C (sub-pixel)"] = tuple(widened.shape)
+            shapes["PixelShuffle(2)"] = tuple(shuffled.shape)
+            shapes["P2 || up(E_c(P3))"] = tuple(torch.cat([levels["0"], shuffled], dim=1).shape)
+        p2_extended, p3_extended = backbone.extend(levels, c2_twice)
+        shapes["P'3"] = tuple(p3_extended.shape)
+        shapes["lateral(C'2)"] = tuple(backbone.lateral(c2_twice).shape)
+        shapes["P'2 = up(P'3) + lateral(C'2)"] = tuple(p2_extended.shape)
+    return shapes
+
+
+def extension_maps(model: EFPN, image: Tensor) -> dict[str, Tensor]:
+    """For one image ``Tensor[3, H, W]``: ``{"p2", "p3", "p2_extended", "p3_extended", "teacher_p2", "teacher_p3"}``
+    (each ``Tensor[C, h, w]``, the teacher's on the 2x input) and ``"scale"``, the resize factor of the image."""
+    with torch.no_grad():
+        image_list, _ = model.transform([image])
+        features, extension = model.backbone(image_list.tensors)
+        teacher = model.teacher_levels(image_list.tensors)
+    resized = image_list.image_sizes[0]
+    return {"p2": features["0"][0], "p3": features["1"][0], "p2_extended": features[EXTENDED_KEY][0],
+            "p3_extended": extension["p3"][0], "teacher_p2": match_size(teacher["0"], features[EXTENDED_KEY].shape[-2:])[0],
+            "teacher_p3": match_size(teacher["1"], extension["p3"].shape[-2:])[0],
+            "scale": torch.tensor(resized[0] / image.shape[-2])}
