@@ -7,11 +7,14 @@
   (:func:`match_image`), for :func:`sodlib.viz.detection.plot_detection_errors` to draw.
 - :mod:`sodlib.eval.threshold_metrics`: precision / recall / F1 per size bin of the detections above one score
   threshold (:func:`f1_by_size`), the traffic-sign protocol's figures.
+- :mod:`sodlib.eval.level_recall`: recall per bin of the resized RoI side with the FPN / EFPN level each bin is
+  pooled from (:func:`recall_by_size`), EFPN's Fig. 1.
 """
 from sodlib.eval.coco_eval import (METRIC_NAMES, coco_results, evaluate_results, per_category_ap, precision_recall_by_bin,
                                    run_cocoeval, summarize)
 from sodlib.eval.error_analysis import ImageErrors, match_image
 from sodlib.eval.evaluate import bare_model, evaluate, predict, predict_one
+from sodlib.eval.level_recall import recall_by_size, recall_by_size_from_predictions
 from sodlib.eval.threshold_metrics import check_score_threshold, f1_by_size
 
 __all__ = [
@@ -28,6 +31,8 @@ __all__ = [
     "precision_recall_by_bin",
     "predict",
     "predict_one",
+    "recall_by_size",
+    "recall_by_size_from_predictions",
     "run_cocoeval",
     "summarize",
 ]

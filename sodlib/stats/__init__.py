@@ -32,7 +32,8 @@ Conventions, stated in every result:
 The package: :mod:`~sodlib.stats.objects` reads a file into flat arrays (:class:`ObjectTable`),
 :mod:`~sodlib.stats.size_shares` computes the shares, :mod:`~sodlib.stats.anchor_matching` the matching
 statistics with the numba kernel of :mod:`~sodlib.stats.matching_kernel`, and :mod:`~sodlib.stats.commands`
-holds the ``stats`` and ``anchors`` commands.
+holds the ``stats`` and ``anchors`` commands; :mod:`~sodlib.stats.pyramid_levels` counts the objects per FPN / EFPN
+pyramid level once resized (:func:`level_shares`).
 
 The matching runs in a numba kernel that, for each object, visits only the anchors that overlap its box, on
 the anchor shapes that can still reach the object's best IoU so far or ``neg_iou`` (an upper bound per shape
@@ -43,19 +44,24 @@ from __future__ import annotations
 from sodlib.stats.anchor_matching import (AnchorBinStatistics, AnchorMatchingStatistics, anchor_matching_reference,
                                           anchor_matching_statistics, simulate_random_squares)
 from sodlib.stats.objects import ObjectTable, object_table, resize_ratios
+from sodlib.stats.pyramid_levels import DEFAULT_SIDE_EDGES, level_shares, levels_by_side, resize_scale
 from sodlib.stats.size_shares import CategorySizeStatistics, SizeBinStatistics, SizeStatistics, size_statistics
 
 __all__ = [
     "AnchorBinStatistics",
     "AnchorMatchingStatistics",
     "CategorySizeStatistics",
+    "DEFAULT_SIDE_EDGES",
     "ObjectTable",
     "SizeBinStatistics",
     "SizeStatistics",
     "anchor_matching_reference",
     "anchor_matching_statistics",
+    "level_shares",
+    "levels_by_side",
     "object_table",
     "resize_ratios",
+    "resize_scale",
     "simulate_random_squares",
     "size_statistics",
 ]
