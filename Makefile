@@ -31,6 +31,7 @@ $(STAMP): constraints.txt pyproject.toml setup.py $(EXT_SOURCES)
 
 data: install
 	$(PY) -m sodlib data embedded
+	$(PY) -m sodlib data embedded --tiny
 
 lab: data
 	$(PY) scripts/lab.py --port $(PORT) $(if $(COPY),--copy $(COPY))
