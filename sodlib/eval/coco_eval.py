@@ -101,14 +101,19 @@ def _results_coco(coco_gt: COCO, results: Sequence[Mapping]) -> COCO:
         with contextlib.redirect_stdout(io.StringIO()):
             empty.createIndex()
         return empty
+    check_result_ids(coco_gt, results)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return coco_gt.loadRes(copy.deepcopy(list(results)))
+
+
+def check_result_ids(coco_gt: COCO, results: Sequence[Mapping]) -> None:
+    """Refuse results whose image or category ids the ground truth does not have."""
     unknown_images = {int(r["image_id"]) for r in results} - set(coco_gt.imgs)
     if unknown_images:
         raise ValueError(f"results name image ids that are not in the ground truth: {sorted(unknown_images)[:5]}")
     unknown_categories = {int(r["category_id"]) for r in results} - set(coco_gt.cats)
     if unknown_categories:
         raise ValueError(f"results name category ids that are not in the ground truth: {sorted(unknown_categories)[:5]}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        return coco_gt.loadRes(copy.deepcopy(list(results)))
 
 
 def run_cocoeval(coco_gt: COCO, results: Sequence[Mapping], *, size_bins: Mapping[str, tuple[float, float]] | None = None,

@@ -40,7 +40,7 @@ import torch
 from pycocotools.coco import COCO
 
 from sodlib.data.sizes import SIZE_BINS, in_size_bin
-from sodlib.eval.coco_eval import _check_size_bins
+from sodlib.eval.coco_eval import _check_size_bins, check_result_ids
 from sodlib.eval.error_analysis import match_image
 
 __all__ = ["f1_by_size", "check_score_threshold"]
@@ -60,12 +60,7 @@ def _check_results(coco_gt: COCO, results: Sequence[Mapping]) -> None:
         if missing:
             raise ValueError(f"results[{index}] has no {', '.join(map(repr, missing))}; each record needs image_id, "
                              "category_id, bbox [x, y, w, h] and score (sodlib.eval.coco_results gives them)")
-    unknown_images = {int(r["image_id"]) for r in results} - set(coco_gt.imgs)
-    if unknown_images:
-        raise ValueError(f"results name image ids that are not in the ground truth: {sorted(unknown_images)[:5]}")
-    unknown_categories = {int(r["category_id"]) for r in results} - set(coco_gt.cats)
-    if unknown_categories:
-        raise ValueError(f"results name category ids that are not in the ground truth: {sorted(unknown_categories)[:5]}")
+    check_result_ids(coco_gt, results)
 
 
 def _xyxy(xywh: list[list[float]]) -> torch.Tensor:
