@@ -1,10 +1,10 @@
-"""End to end in a real browser: JupyterLab serves notebook 02 and trimmed notebooks 05 and 06, headless Chromium
+"""End to end in a real browser: JupyterLab serves notebook 02 and trimmed notebooks 05, 06 and 07, headless Chromium
 runs them, and a control moves each explorer's figure.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``; ``.ci/run``
 installs them) and the ``selenium`` package of the test extra; skipped cleanly without them. The notebooks are
 copied to a temporary folder and served from there, so the browser's run never touches the committed files.
-Notebooks 05 and 06 are served trimmed to their parameter, import and explorer cells (their training sections
+Notebooks 05, 06 and 07 are served trimmed to their parameter, import and explorer cells (their training sections
 would take minutes and are run by nbval anyway). A
 screenshot of the explorer after the slider moved is written to ``runs/screenshots/`` (git-ignored).
 """
@@ -29,6 +29,8 @@ RFCN_NOTEBOOK = "05_rfcn.ipynb"
 RFCN_TRIMMED = "05_rfcn_explorer.ipynb"
 SR_NOTEBOOK = "06_super_resolution.ipynb"
 SR_TRIMMED = "06_super_resolution_explorer.ipynb"
+EFPN_NOTEBOOK = "07_efpn.ipynb"
+EFPN_TRIMMED = "07_efpn_explorer.ipynb"
 SCREENSHOTS = ROOT / "runs" / "screenshots"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -84,13 +86,15 @@ def lab(tmp_path, monkeypatch):
     (served / RFCN_TRIMMED).write_text(json.dumps(explorer_cells_only(rfcn, "ps_pooling_explorer(")))
     sr = json.loads((ROOT / "notebooks" / SR_NOTEBOOK).read_text())
     (served / SR_TRIMMED).write_text(json.dumps(explorer_cells_only(sr, "sr_explorer(")))
+    efpn = json.loads((ROOT / "notebooks" / EFPN_NOTEBOOK).read_text())
+    (served / EFPN_TRIMMED).write_text(json.dumps(explorer_cells_only(efpn, "level_explorer(")))
     monkeypatch.setenv("SODLIB_FAST", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
     port, token = lab_script.free_port(), secrets.token_hex(16)
     server = lab_script.start_lab(port, token, root=served)  # the copies, never the committed files
     try:
         listed = lab_script.listed_notebooks(port, token, server=server)
-        assert NOTEBOOK in listed and RFCN_TRIMMED in listed and SR_TRIMMED in listed
+        assert NOTEBOOK in listed and RFCN_TRIMMED in listed and SR_TRIMMED in listed and EFPN_TRIMMED in listed
         yield f"http://127.0.0.1:{port}", token
     finally:
         server.terminate()
@@ -310,3 +314,21 @@ def test_notebook_06_sr_explorer_redraws_when_another_crop_is_picked(browser, la
     assert settled_digest(browser, 0) != before
     wait_for(lambda: report_containing(browser, "PSNR").startswith("crop 5"), 30, "the report to name the new crop")
     save_explorer_screenshot(browser, 0, "notebook06_sr_explorer.png")
+
+
+def test_notebook_07_level_explorer_follows_the_object_across_the_extended_threshold(browser, lab):
+    from selenium.webdriver.common.keys import Keys
+
+    url, token = lab
+    open_and_run_all(browser, url, token, EFPN_TRIMMED, explorers=1)
+    report_before = wait_for(lambda: report_containing(browser, "FPN pools it from"), 30, "the explorer's report of the levels")
+    assert report_before.startswith("object 12 px") and "EFPN from P'2" in report_before, report_before
+
+    before = settled_digest(browser, 0)
+    press_slider(browser, "object side (px)", Keys.ARROW_RIGHT, 28)  # 12 -> 26 px: 18.2 px resized, over T = 17.92
+    wait_for(lambda: image_digest(browser, 0) != before, 60, "the level explorer to redraw after the object grew")
+    assert settled_digest(browser, 0) != before
+    report_after = wait_for(lambda: (lambda r: r if r.startswith("object 26 px") else None)(report_containing(browser, "FPN pools it from")),
+                            30, "the report to follow the larger object")
+    assert "EFPN from P2" in report_after, report_after
+    save_explorer_screenshot(browser, 0, "notebook07_level_explorer.png")
