@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["CANONICAL_SCALE", "CANONICAL_LEVEL", "FPN_LEVELS", "EXTENDED_LEVEL", "LEVEL_EPS", "fpn_level",
-           "efpn_level", "default_extended_threshold", "level_stride", "cells_covered"]
+           "efpn_level", "default_extended_threshold", "level_name", "level_stride", "cells_covered"]
 
 CANONICAL_SCALE = 224.0
 CANONICAL_LEVEL = 4
@@ -57,6 +57,11 @@ def default_extended_threshold(min_size: float) -> float:
     if not min_size > 0:
         raise ValueError(f"min_size={min_size!r} must be positive (the resized image's short side)")
     return TT100K_THRESHOLD * float(min_size) / TT100K_INPUT
+
+
+def level_name(level: int) -> str:
+    """``"P'2"`` for EFPN's extended level (level 1, stride 2), ``"P<level>"`` otherwise."""
+    return "P'2" if int(level) == EXTENDED_LEVEL else f"P{int(level)}"
 
 
 def level_stride(level) -> np.ndarray:

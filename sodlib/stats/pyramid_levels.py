@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from sodlib.pyramid_levels import EXTENDED_LEVEL, FPN_LEVELS, cells_covered, default_extended_threshold, efpn_level, fpn_level
+from sodlib.pyramid_levels import (EXTENDED_LEVEL, FPN_LEVELS, cells_covered, default_extended_threshold, efpn_level, fpn_level,
+                                   level_name)
 from sodlib.stats.objects import as_coco, no_objects_error, object_table
 
 __all__ = ["DEFAULT_SIDE_EDGES", "check_side_edges", "level_shares", "levels_by_side", "resize_scale",
@@ -38,11 +39,6 @@ DEFAULT_SIDE_EDGES: tuple[float, ...] = (0, 8, 16, 32, 64, 112, 224, math.inf)
 
 FPN_LEVEL_RANGE = tuple(range(FPN_LEVELS[0], FPN_LEVELS[1] + 1))          # 2..5
 EFPN_LEVEL_RANGE = (EXTENDED_LEVEL,) + FPN_LEVEL_RANGE                     # 1, 2..5
-
-
-def _level_name(level: int) -> str:
-    """``"P'2"`` for EFPN's extended level (level 1), ``"P<level>"`` otherwise (as :func:`sodlib.viz.pyramid_levels.level_name`)."""
-    return "P'2" if int(level) == EXTENDED_LEVEL else f"P{int(level)}"
 
 
 def _check_size(value: Any, name: str) -> float:
@@ -103,7 +99,7 @@ def _edge_label(value: float) -> str:
 def _shares(levels: np.ndarray, candidates: Sequence[int], keep_zeros: bool) -> dict[str, float]:
     counts = {level: int(np.count_nonzero(levels == level)) for level in candidates}
     total = max(len(levels), 1)
-    return {_level_name(level): count / total for level, count in counts.items() if keep_zeros or count}
+    return {level_name(level): count / total for level, count in counts.items() if keep_zeros or count}
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -174,8 +170,8 @@ def level_shares(json_path_or_coco: str | os.PathLike | COCO, *, min_size: float
     sides = box_sides[usable] * scale[table.object_image[usable]]
     fpn, efpn = fpn_level(sides), efpn_level(sides, threshold)
     fpn_cells, efpn_cells = cells_covered(sides, fpn), cells_covered(sides, efpn)
-    count = lambda levels, candidates: {_level_name(k): int(np.count_nonzero(levels == k)) for k in candidates}  # noqa: E731
-    medians = lambda levels, cells, candidates: {_level_name(k): _median(cells[levels == k]) for k in candidates}  # noqa: E731
+    count = lambda levels, candidates: {level_name(k): int(np.count_nonzero(levels == k)) for k in candidates}  # noqa: E731
+    medians = lambda levels, cells, candidates: {level_name(k): _median(cells[levels == k]) for k in candidates}  # noqa: E731
     return {
         "min_size": min_size,
         "max_size": max_size,

@@ -37,6 +37,7 @@ from sodlib.pyramid_levels import (
     CANONICAL_LEVEL,
     CANONICAL_SCALE,
     EXTENDED_LEVEL,
+    level_name,
     FPN_LEVELS,
     cells_covered,
     default_extended_threshold,
@@ -63,11 +64,6 @@ COURSE_FPN_ANCHORS: tuple[tuple[float, ...], ...] = ((8.0,), (16.0,), (32.0,), (
 #: EFPN's anchors on ``P'2`` (stride 2): half of ``P2``'s.
 COURSE_EXTENDED_ANCHORS: tuple[float, ...] = (4.0,)
 MAX_INPUT_SCALE = 8.0
-
-
-def level_name(level: int) -> str:
-    """``"P'2"`` for EFPN's extended level (level 1, stride 2), ``"P<level>"`` otherwise."""
-    return "P'2" if int(level) == EXTENDED_LEVEL else f"P{int(level)}"
 
 
 @dataclass(frozen=True)
