@@ -26,12 +26,13 @@ $(STAMP): constraints.txt pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt torch torchvision ninja
-	$(PIP) install -q -c constraints.txt --no-build-isolation -e ".[course,test]"
+	$(PIP) install -q -c constraints.txt --no-build-isolation -e ".[course,test,slicing]"
 	touch $@
 
 data: install
 	$(PY) -m sodlib data embedded
 	$(PY) -m sodlib data embedded --tiny
+	$(PY) -m sodlib data embedded --large
 
 lab: data
 	$(PY) scripts/lab.py --port $(PORT) $(if $(COPY),--copy $(COPY))

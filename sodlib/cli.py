@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sodlib.engine.commands",
     "sodlib.engine.sr_commands",
     "sodlib.augment.commands",
+    "sodlib.integrations.commands",
 ]
 
 

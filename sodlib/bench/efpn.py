@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from sodlib.bench.memory import peak_resident_growth_mb
 from sodlib.bench.prroi import fastest_seconds
 from sodlib.data.paths import CHECKOUT_DIR
 
@@ -114,24 +115,15 @@ def _peak_cpu_mb(variant: str, configs: Path) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (its peak) of this process, MB."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _measure_cpu_peak(variant: str, configs: str) -> float:
     model = build_variant(variant, configs)
     image = _images(1)
-    with open("/proc/self/clear_refs", "w") as handle:  # "5" resets the peak resident size to the current one
-        handle.write("5")
-    before = _status_mb("VmRSS")
-    with torch.no_grad():
-        model(image)
-    return _status_mb("VmHWM") - before
+
+    def forward():
+        with torch.no_grad():
+            model(image)
+
+    return peak_resident_growth_mb(forward)
 
 
 def _peak_cuda_mb(model: torch.nn.Module, image: list[torch.Tensor]) -> float:

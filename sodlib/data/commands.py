@@ -1,7 +1,8 @@
 """``python -m sodlib data ...``: write the embedded dataset, a benchmark-scale json, or check a COCO file.
 
 - ``data embedded``: the embedded train and val splits under ``data/embedded`` (written once, reused);
-  ``data embedded --tiny``: those of the tiny-object variant under ``data/embedded_tiny``, with their size mix.
+  ``data embedded --tiny``: those of the tiny-object variant under ``data/embedded_tiny``, with their size mix;
+  ``--large``: the large-image variant under ``data/embedded_large``.
 - ``data synth --out DIR --images N --seed S [--size-mix tiny]``: a synthetic COCO dataset of your own size.
 - ``data synth-annotations --out FILE``: an annotation-only json at COCO-train scale, for benchmarks.
 - ``data check FILE [--images DIR] [--workers N]``: validate an instances json (and, with ``--images``, decode
@@ -29,10 +30,10 @@ from sodlib.data.sizes import SIZE_BINS, annotation_areas, count_by_size_bin
 def _check_apart_from_course_data(output: Path, what: str) -> None:
     """Refuse an ``output`` that is, lies inside or holds the embedded dataset's files or coco-mini's."""
     from sodlib.data.paths import COCO_MINI_ANNOTATIONS, COCO_MINI_IMAGES, coco_mini_dir
-    from sodlib.data.synthetic import EMBEDDED_SPLITS, EMBEDDED_TINY_SPLITS, embedded_paths, embedded_tiny_paths
+    from sodlib.data.synthetic import EMBEDDED_DATASETS, embedded_files
 
-    course = [path for split in EMBEDDED_SPLITS for path in embedded_paths(split)]
-    course += [path for split in EMBEDDED_TINY_SPLITS for path in embedded_tiny_paths(split)]
+    course = [path for dataset in EMBEDDED_DATASETS for split in ("train", "val")
+              for path in embedded_files(dataset, split, generate=False)]
     mini = coco_mini_dir()
     if mini is not None:
         course += [mini / COCO_MINI_ANNOTATIONS, mini / COCO_MINI_IMAGES]
@@ -41,11 +42,13 @@ def _check_apart_from_course_data(output: Path, what: str) -> None:
 
 def _embedded(args: argparse.Namespace) -> int:
     from sodlib.data.sizes import size_mix_report
-    from sodlib.data.synthetic import embedded_dataset, embedded_tiny_dataset
+    from sodlib.data.synthetic import embedded_dataset, embedded_files
 
+    if args.tiny and args.large:
+        raise ValueError("--tiny and --large name two datasets; fix: give one of them (or neither, for the main set)")
     for split in ("train", "val"):
-        if args.tiny:
-            annotations, images = embedded_tiny_dataset(split)
+        if args.tiny or args.large:
+            annotations, images = embedded_files("embedded_tiny" if args.tiny else "embedded_large", split)
             report = size_mix_report(annotations)
             shares = " / ".join(f"{name} {100 * value:.1f} %" for name, value in report["image_area_shares"].items())
             print(f"{split}: {annotations} (images in {images}); of the image area: {shares}; "
@@ -112,6 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embedded = commands.add_parser("embedded", help="write (once) and locate the embedded train/val splits")
     embedded.add_argument("--tiny", action="store_true", help="the tiny-object variant (data/embedded_tiny: 640 px "
                           "images, nine objects in ten under 0.2 %% of the image area) instead")
+    embedded.add_argument("--large", action="store_true", help="the large-image variant (data/embedded_large: 1600 px "
+                          "images with about 40 objects of 4-32 px each, for sliced inference) instead")
     embedded.set_defaults(func=_embedded)
 
     synth = commands.add_parser("synth", help="write a synthetic COCO dataset (images + instances json)")
@@ -122,9 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", type=int, default=512, help="square image side in pixels")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing split")
-    synth.add_argument("--size-mix", choices=["coco_like", "tiny"], default="coco_like",
-                       help="object sizes and counts: coco_like (COCO's bins) or tiny (traffic-sign-like, meant "
-                       "for --image-size 640)")
+    synth.add_argument("--size-mix", choices=["coco_like", "tiny", "large"], default="coco_like",
+                       help="object sizes and counts: coco_like (COCO's bins), tiny (traffic-sign-like, meant "
+                       "for --image-size 640) or large (aerial-like, 4-32 px, meant for --image-size 1600)")
     synth.set_defaults(func=_synth)
 
     annotations = commands.add_parser("synth-annotations", help="write a COCO-train-scale annotation-only json")

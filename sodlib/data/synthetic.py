@@ -136,6 +136,12 @@ EMBEDDED_TINY_SPLITS: dict[str, dict] = {
     "val": {"num_images": 200, "seed": 11},
 }
 """The embedded tiny-object dataset's splits (:func:`embedded_tiny_dataset`); seeds apart from the main set's."""
+EMBEDDED_LARGE_SPLITS: dict[str, dict] = {
+    "train": {"num_images": 120, "seed": 20},
+    "val": {"num_images": 30, "seed": 21},
+}
+"""The embedded large-image dataset's splits (:func:`embedded_large_dataset`): few images, each with over a hundred
+objects; seeds apart from the other sets'."""
 
 SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
 """COCO train2017's share of objects per size bin (by annotation count, by mask area)."""
@@ -368,7 +374,23 @@ TINY_MIX = SizeMix(
 on average (at most 60); no crowds (traffic-sign annotations have none). The bins are in pixels, so at another
 image size they keep their pixel sizes, not their area shares."""
 
-SIZE_MIXES: dict[str, SizeMix] = {COCO_LIKE_MIX.name: COCO_LIKE_MIX, TINY_MIX.name: TINY_MIX}
+EMBEDDED_LARGE_IMAGE_SIZE = 1600
+
+LARGE_MIX = SizeMix(
+    name="large",
+    bins={"4-16 px": (4.0, 16.0), "16-32 px": (16.0, 32.0)},
+    probabilities={"4-16 px": 0.6, "16-32 px": 0.4},
+    mean_objects=40.0,
+    max_objects=90,
+    crowd_probability=0.0,
+)
+"""An aerial-like mix for :data:`EMBEDDED_LARGE_IMAGE_SIZE` (1600 px) images: every object is small by COCO's
+bins, sides 4-16 px with probability 0.6 (COCO area under 16^2, the course's "tiny" bin) and 16-32 px otherwise;
+40 objects drawn per image on average (a long tail, at most 90, so that COCO's 100 detections per image can still
+find them all); no crowds. At 1600 px an object of 16 px covers 0.01 % of the image: a detector that sees the whole
+image at 512 px sees it at 5 px."""
+
+SIZE_MIXES: dict[str, SizeMix] = {COCO_LIKE_MIX.name: COCO_LIKE_MIX, TINY_MIX.name: TINY_MIX, LARGE_MIX.name: LARGE_MIX}
 """The named mixes (``python -m sodlib data synth --size-mix NAME``)."""
 
 
@@ -1213,7 +1235,7 @@ def generate_annotation_only_coco(path: str | os.PathLike, num_images: int = 118
 # The embedded dataset
 # ----------------------------------------------------------------------------------------------------------
 
-EMBEDDED_DATASETS = ("embedded", "embedded_tiny")
+EMBEDDED_DATASETS = ("embedded", "embedded_tiny", "embedded_large")
 """The embedded datasets, by the name of their folder under ``data_dir()`` (and of their run-config source,
 ``"embedded:train"``, ``"embedded_tiny:val"``)."""
 
@@ -1224,6 +1246,8 @@ def _embedded_spec(dataset: str) -> tuple[dict[str, dict], int, SizeMix]:
         return EMBEDDED_SPLITS, EMBEDDED_IMAGE_SIZE, COCO_LIKE_MIX
     if dataset == "embedded_tiny":
         return EMBEDDED_TINY_SPLITS, EMBEDDED_TINY_IMAGE_SIZE, TINY_MIX
+    if dataset == "embedded_large":
+        return EMBEDDED_LARGE_SPLITS, EMBEDDED_LARGE_IMAGE_SIZE, LARGE_MIX
     raise ValueError(f"dataset={dataset!r} is not an embedded dataset; use one of {', '.join(EMBEDDED_DATASETS)}")
 
 
@@ -1276,6 +1300,20 @@ def embedded_tiny_paths(split: str = "train", root: str | os.PathLike | None = N
     return _embedded_paths("embedded_tiny", split, root)
 
 
+def embedded_large_paths(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` where the embedded large-image dataset's ``split`` lives under ``root``
+    (default ``data_dir() / "embedded_large"``), without generating it."""
+    return _embedded_paths("embedded_large", split, root)
+
+
+def embedded_files(dataset: str, split: str, generate: bool = True) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` of split ``split`` of the embedded ``dataset`` (one of
+    :data:`EMBEDDED_DATASETS`), generated first when ``generate`` is true (else only located)."""
+    if dataset not in EMBEDDED_DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not an embedded dataset; use one of {', '.join(EMBEDDED_DATASETS)}")
+    return _embedded(dataset, split, None) if generate else _embedded_paths(dataset, split, None)
+
+
 def _embedded(dataset: str, split: str, root: str | os.PathLike | None) -> tuple[Path, Path]:
     """The split of an embedded dataset, generated when its stamp is missing or differs (see
     :func:`embedded_dataset`)."""
@@ -1321,6 +1359,16 @@ def embedded_tiny_dataset(split: str = "train", root: str | os.PathLike | None =
     so that a changed mix regenerates it.
     """
     return _embedded("embedded_tiny", split, root)
+
+
+def embedded_large_dataset(split: str = "train", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(annotation json, image folder)`` of the embedded large-image dataset's ``split``, generated on first use.
+
+    As :func:`embedded_dataset`, under ``root`` (default ``data_dir() / "embedded_large"``), with the parameters in
+    :data:`EMBEDDED_LARGE_SPLITS` (120 train and 30 val images), :data:`EMBEDDED_LARGE_IMAGE_SIZE` (1600) px images
+    and :data:`LARGE_MIX` (4-32 px objects, about 40 per image: the aerial-like case that sliced inference is for).
+    """
+    return _embedded("embedded_large", split, root)
 
 
 def embedded_twin(split: str, image_id: int, scale: int, dataset: str = "embedded") -> np.ndarray:

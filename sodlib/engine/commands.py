@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 from sodlib.eval.coco_eval import METRIC_NAMES
@@ -141,6 +142,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXTRA_EXPERIMENTS: dict[str, tuple[str, Callable[[argparse.Namespace, str], int]]] = {}
+"""Experiments that modules above the engine add (name -> (description, ``runner(args, command) -> exit code``)),
+filled by their ``register`` before the command line is parsed."""
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from sodlib.engine.experiments import EXPERIMENTS, run_experiment
     from sodlib.engine.sr_experiments import SR_EXPERIMENTS, run_sr_experiment
@@ -152,7 +158,11 @@ def _experiment(args: argparse.Namespace) -> int:
               "teacher on object cells and on the background, and Fig. 6's pictures, from experiment efpn's runs")
         print(f"{'sr_proposals':16s} seed 001's Table II: a detector's small detections re-scored by a classifier of crops "
               "upscaled by bilinear, bicubic, each SR network or cut from the HR twin")
+        for name, (description, _) in EXTRA_EXPERIMENTS.items():
+            print(f"{name:16s} {description}")
         return 0
+    if args.name in EXTRA_EXPERIMENTS:
+        return EXTRA_EXPERIMENTS[args.name][1](args, _command_line())
     if args.name == "sr_proposals":
         from sodlib.engine.sr_proposals import run_sr_proposals
 

@@ -106,6 +106,16 @@ _EFPN_RUNS = {
     "efpn_stage2_lambda1.5": ("tiny_efpn.toml", ("model.fbb_lambda=1.5",)),
 }
 
+# The capstone's trained rows (the inference rows, whole and sliced, are sodlib.integrations.capstone's) on the
+# embedded large-image data. The derived anchors are what `python -m sodlib anchors --annotations <embedded_large
+# train> --stride 4` finds (worst placement, IoU 0.5; a test holds them to sodlib.anchors), one size per level on
+# P2, P3 and P4 as FPN places them, doubling on P5 and P6. The combination is fixed before any result: the derived
+# anchors with copy-paste, the two data-side changes that leave the detector as it is.
+DERIVED_LARGE_STRIDE4_ANCHORS = (13.66, 27.3, 54.5)
+_LARGE_ANCHORS = "model.anchor_sizes=" + json.dumps(
+    [[size] for size in DERIVED_LARGE_STRIDE4_ANCHORS + (109.0, 218.0)])
+_CAPSTONE_PASTE = _paste("all", 1)
+
 EXPERIMENTS: dict[str, Experiment] = {
     "fast_baseline": Experiment("the fast configuration (resnet_tiny, 384 px, about 3 minutes on 2 CPU cores) on the embedded data",
                                 {"fast": "fast.toml"}),
@@ -163,6 +173,19 @@ EXPERIMENTS: dict[str, Experiment] = {
                         "probe_p3": ("efpn_stage2", {"probe": "p3"}),
                         "probe_p3_2x": ("efpn_stage2", {"probe": "p3_2x"}),
                         "probe_p3_extended": ("efpn_stage2", {"probe": "p3_extended"})}),
+    "capstone_training": Experiment("the capstone's detectors on the embedded large-image data (1600 px images, 33 "
+                                    "objects of 4-32 px each), trained on 512 px tiles overlapping by 20 % plus the "
+                                    "whole image, the same backbone (resnet_tiny) and 600 steps of 4: Faster R-CNN "
+                                    "with an FPN; with anchors derived at stride 4; with copy-paste of all small "
+                                    "objects once (probability 0.5); precise R-FCN (PS-PrRoI); EFPN's stages 2 and 3 "
+                                    "(200 steps each) on the baseline; derived anchors with copy-paste (one thread). "
+                                    "`experiment capstone` adds whole-image and sliced inference of each",
+                                    {"baseline": "large_fpn.toml", "anchors": "large_fpn.toml",
+                                     "copy_paste": "large_fpn.toml", "rfcn": "large_rfcn.toml",
+                                     "efpn_stage2": "large_efpn.toml", "efpn": "large_efpn_head.toml",
+                                     "combined": "large_fpn.toml"},
+                                    {"anchors": (_LARGE_ANCHORS,), "copy_paste": (_CAPSTONE_PASTE,),
+                                     "combined": (_LARGE_ANCHORS, _CAPSTONE_PASTE)}),
 }
 
 

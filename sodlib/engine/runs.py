@@ -149,7 +149,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
 
 
 DATA_KEYS = ("train", "val", "train_annotations", "train_images", "val_annotations", "val_images", "oversample",
-             "copy_paste")
+             "copy_paste", "tiles")
 
 
 def check_augmentation(data: Mapping[str, Any]) -> None:
@@ -174,10 +174,32 @@ def check_augmentation(data: Mapping[str, Any]) -> None:
             SmallObjectCopyPaste(**settings, return_masks=False, seed=0)
         except (ValueError, TypeError) as error:
             raise ValueError(f"[data] copy_paste: {error}") from None
+    if "tiles" in data:
+        tile_settings(data)
+        if data.get("oversample", 1) != 1:
+            raise ValueError("[data] tiles and oversample do not go together (oversampling repeats whole images); "
+                             "fix: drop one of them")
+
+
+def tile_settings(data: Mapping[str, Any]):
+    """The :class:`sodlib.data.tiles.TileSettings` of ``[data] tiles`` (a table: ``size``, ``overlap``,
+    ``full_image``, ``min_area_ratio``), refused with the fix when malformed."""
+    from sodlib.data.tiles import TileSettings
+
+    settings = data["tiles"]
+    if not isinstance(settings, dict):
+        raise ValueError(f"[data] tiles={settings!r} must be a table, e.g. "
+                         "tiles = { size = 512, overlap = 0.2, full_image = true }")
+    refuse_unknown_names(settings, ("size", "overlap", "full_image", "min_area_ratio"), "[data] tiles")
+    try:
+        return TileSettings(**settings)
+    except ValueError as error:
+        raise ValueError(f"[data] tiles: {error}") from None
 
 
 #: The embedded data sources a ``[data]`` split may name: ``"<dataset>:<split>"``.
-EMBEDDED_SOURCES = ("embedded:train", "embedded:val", "embedded_tiny:train", "embedded_tiny:val")
+EMBEDDED_SOURCES = tuple(f"{dataset}:{split}" for dataset in ("embedded", "embedded_tiny", "embedded_large")
+                         for split in ("train", "val"))
 
 
 def _split_source(data: Mapping[str, Any], split: str) -> tuple[Any, Any] | str | None:
@@ -200,12 +222,10 @@ def _split_source(data: Mapping[str, Any], split: str) -> tuple[Any, Any] | str 
 
 def _embedded_files(source: str, generate: bool) -> tuple[Path, Path]:
     """``(annotation json, image folder)`` of an embedded source, generated first when ``generate`` is true."""
-    from sodlib.data import synthetic
+    from sodlib.data.synthetic import embedded_files
 
     dataset, split = source.split(":", 1)
-    if dataset == "embedded_tiny":
-        return synthetic.embedded_tiny_dataset(split) if generate else synthetic.embedded_tiny_paths(split)
-    return synthetic.embedded_dataset(split) if generate else synthetic.embedded_paths(split)
+    return embedded_files(dataset, split, generate)
 
 
 def _dataset(data: Mapping[str, Any], split: str, **options: Any) -> CocoDetection | None:
@@ -237,8 +257,9 @@ def datasets_from_config(config: Mapping[str, Any]) -> tuple[Any, CocoDetection 
     ``oversample`` and ``copy_paste`` change the training split only: the train set is read with its masks and
     ``SmallObjectCopyPaste(**copy_paste, return_masks=False, seed=<[train] seed>)`` as its transform (its own
     stream, so the model's initialisation and the data order draw what they drew without it), then wrapped in
-    ``OversampledDataset(train, oversample, seed=<[train] seed>)``. Crowd regions are still flagged by
-    ``iscrowd`` and left out by the training loop."""
+    ``OversampledDataset(train, oversample, seed=<[train] seed>)``. ``tiles`` cuts the training images into
+    tiles first (:class:`sodlib.data.tiles.TiledDataset`; copy-paste then pastes into each tile). Crowd regions
+    are still flagged by ``iscrowd`` and left out by the training loop."""
     data = config.get("data", {})
     refuse_unknown_names(data, DATA_KEYS, "[data]")
     check_augmentation(data)
@@ -248,7 +269,14 @@ def datasets_from_config(config: Mapping[str, Any]) -> tuple[Any, CocoDetection 
         from sodlib.augment import SmallObjectCopyPaste
 
         options = {"masks": True, "transforms": SmallObjectCopyPaste(**data["copy_paste"], return_masks=False, seed=seed)}
-    train_set = _dataset(data, "train", **options)
+    if "tiles" in data:  # cut first, then paste into the tiles
+        from sodlib.data.tiles import TiledDataset
+
+        source = _dataset(data, "train")
+        train_set = None if source is None else TiledDataset(source, tile_settings(data), masks="masks" in options,
+                                                              transforms=options.get("transforms"))
+    else:
+        train_set = _dataset(data, "train", **options)
     if train_set is None:
         raise ValueError("[data] train='none': a training run needs training data")
     if "oversample" in data and data["oversample"] != 1:

@@ -1,0 +1,183 @@
+"""The capstone (``python -m sodlib experiment capstone --seed S``): every remedy of the course on one benchmark,
+each with whole-image and sliced inference.
+
+For one seed:
+
+1. train the rows of engine experiment ``capstone_training`` (:mod:`sodlib.engine.experiments`: Faster R-CNN
+   with an FPN, + derived anchors, + copy-paste, precise R-FCN, EFPN, the combination), all on tiles of the
+   embedded large-image data; a finished training record of the same seed (``capstone_training_seedS.json``
+   with every checkpoint in place) is used as it is, so that an interrupted capstone resumes at the inference;
+2. run every trained detector on the validation images through SAHI (:mod:`sodlib.integrations.sahi`): the
+   whole image at the detector's 512 px input (``full``), and sliced (``sliced``: 512 px tiles overlapping by
+   20 %, plus the whole image, merged by greedy NMM on IoS 0.5, SAHI's defaults); the baseline also on the
+   whole image at its native 1600 px (``native``), the other way to give small objects more pixels;
+3. for each row: COCO AP, AP_S, AR_S and AP / AR of the tiny bin (area < 16^2), the error decomposition per
+   size bin (:func:`sodlib.eval.error_decomposition`), ms per image (reading, slicing, detection, merging; one
+   thread) and the peak memory of one image's inference (:func:`sodlib.bench.memory.peak_resident_growth_mb`,
+   in a fresh process).
+
+Writes ``notebooks/results/capstone_seedS.json`` after every row (``"complete": false`` until the last one)::
+
+    {"name", "seed", "slicing", "training": {run: {"iterations", "train_seconds"}}, "hardware", "complete",
+     "rows": {row: {"run", "inference", "metrics", "errors", "ms_per_image", "tiles_per_image", "peak_memory_mb",
+                    "detections"}}}
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sodlib.data.coco import load_coco
+from sodlib.data.paths import CHECKOUT_DIR
+from sodlib.data.synthetic import embedded_files
+from sodlib.engine.experiments import EXPERIMENTS, configs_dir, default_results_dir, run_experiment
+from sodlib.engine.runs import hardware_description, load_run_config
+from sodlib.eval import error_decomposition, evaluate_results
+from sodlib.integrations.sahi import SliceSettings, detection_model_from_checkpoint, predict_images
+
+__all__ = ["TRAINING_EXPERIMENT", "INFERENCE_MODES", "SIZE_BINS", "inference_rows", "run_capstone",
+           "measure_peak_memory"]
+
+TRAINING_EXPERIMENT = "capstone_training"
+SIZE_BINS = {"tiny": (0.0, 256.0)}
+NATIVE_SIZE = 1600
+INFERENCE_MODES = ("full", "sliced", "native")
+"""``full``: the whole image at the detector's input size; ``sliced``: SAHI's tiles and merge; ``native``: the whole
+image at :data:`NATIVE_SIZE` px (the embedded large images' own size)."""
+_NOT_DETECTORS = ("efpn_stage2",)  # a stage whose weights the next stage finishes; its detector is the baseline's
+
+
+def inference_rows(runs: list[str]) -> dict[str, tuple[str, str]]:
+    """Row name -> (trained run, inference mode): every detector whole and sliced, the baseline also native."""
+    rows: dict[str, tuple[str, str]] = {}
+    for run in runs:
+        if run in _NOT_DETECTORS:
+            continue
+        rows[run] = (run, "full")
+        rows[f"{run}_sliced"] = (run, "sliced")
+        if run == "baseline":
+            rows["baseline_native"] = (run, "native")
+    return rows
+
+
+def _model_options(mode: str) -> dict[str, Any]:
+    return {"min_size": NATIVE_SIZE, "max_size": NATIVE_SIZE} if mode == "native" else {}
+
+
+def measure_peak_memory(checkpoint: str | os.PathLike, image: str | os.PathLike, mode: str,
+                        slicing: SliceSettings) -> float:
+    """Peak resident MB of one image's inference in ``mode``, measured in a fresh process (one thread)."""
+    code = ("import json; from sodlib.integrations.capstone import _peak_memory_here; "
+            f"print(json.dumps(_peak_memory_here({str(checkpoint)!r}, {str(image)!r}, {mode!r}, "
+            f"{asdict(slicing)!r})))")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring the peak memory of {checkpoint} ({mode}) failed:\n{out.stderr[-2000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _peak_memory_here(checkpoint: str, image: str, mode: str, slicing: dict) -> float:
+    from sodlib.bench.memory import peak_resident_growth_mb
+    from sodlib.integrations.sahi import predict_image
+
+    torch.set_num_threads(1)
+    detection_model = detection_model_from_checkpoint(checkpoint, model_options=_model_options(mode), device="cpu")
+    settings = SliceSettings(**slicing) if mode == "sliced" else None
+    return round(peak_resident_growth_mb(lambda: predict_image(detection_model, image, settings)), 1)
+
+
+def _val_images(coco_gt, image_folder: Path) -> list[tuple[int, Path]]:
+    return [(image["id"], image_folder / image["file_name"]) for image in
+            sorted(coco_gt.dataset["images"], key=lambda image: image["id"])]
+
+
+def _training(seed: int, quick: bool, results_dir: Path, runs_root: Path | None, command: str | None) -> dict:
+    """The training record of this seed: reused when complete with every checkpoint in place, else trained."""
+    tag = f"{TRAINING_EXPERIMENT}_seed{seed}" + ("_quick" if quick else "")
+    path = results_dir / f"{tag}.json"
+    root = runs_root if runs_root is not None else CHECKOUT_DIR / "runs" / "experiments"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        checkpoints = [root / tag / run / "checkpoints" / "last.pt" for run in EXPERIMENTS[TRAINING_EXPERIMENT].runs]
+        if record.get("complete") and all(checkpoint.is_file() for checkpoint in checkpoints):
+            record["path"] = str(path)
+            return {**record, "run_dirs": {run: str(root / tag / run) for run in record["runs"]}}
+    record = run_experiment(TRAINING_EXPERIMENT, quick=quick, results_dir=results_dir, runs_root=runs_root,
+                            command=command, seed=seed)
+    return {**record, "run_dirs": {run: str(root / tag / run) for run in record["runs"]}}
+
+
+def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings | None = None,
+                 results_dir: str | os.PathLike | None = None, runs_root: str | os.PathLike | None = None,
+                 command: str | None = None, measure_memory: bool = True) -> dict[str, Any]:
+    """Train (or reuse) the capstone's detectors for ``seed`` and evaluate every row (module docstring); writes
+    and returns the record (with its ``path``). ``quick`` trains a few steps and evaluates three images (the
+    pipeline's check; its numbers mean nothing) and writes ``capstone_seedS_quick.json``."""
+    from PIL import Image
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    slicing = slicing if slicing is not None else SliceSettings()
+    out = Path(results_dir) if results_dir is not None else default_results_dir()
+    baseline_config = load_run_config(configs_dir() / EXPERIMENTS[TRAINING_EXPERIMENT].runs["baseline"])
+    dataset, split = baseline_config["data"]["val"].split(":")  # "embedded_large:val"
+    annotations, image_folder = embedded_files(dataset, split)
+    coco_gt = load_coco(annotations)
+    images = _val_images(coco_gt, Path(image_folder))
+    if quick:
+        images = images[:3]
+    for image_id, path in images:  # a tile larger than an image is refused before any training
+        with Image.open(path) as opened:
+            try:
+                slicing.tiles_for(opened.height, opened.width)
+            except ValueError as error:
+                raise ValueError(f"validation image {image_id} ({path}): {error}") from None
+    started, started_utc = time.perf_counter(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    training = _training(seed, quick, out, Path(runs_root) if runs_root is not None else None, command)
+    tag = f"capstone_seed{seed}" + ("_quick" if quick else "")
+    path = out / f"{tag}.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows: dict[str, Any] = {}
+    planned = inference_rows(list(training["runs"]))
+    try:
+        for row, (run, mode) in planned.items():
+            checkpoint = Path(training["run_dirs"][run]) / "checkpoints" / "last.pt"
+            detection_model = detection_model_from_checkpoint(checkpoint, model_options=_model_options(mode),
+                                                              device="cpu")
+            timings: dict[str, float] = {}
+            results = predict_images(detection_model, images, slicing if mode == "sliced" else None,
+                                     progress=False, timings=timings)
+            image_ids = [image_id for image_id, _ in images]
+            rows[row] = {"run": run, "inference": mode,
+                         "metrics": evaluate_results(coco_gt, results, size_bins=SIZE_BINS, image_ids=image_ids),
+                         "errors": error_decomposition(coco_gt, results, size_bins=SIZE_BINS, image_ids=image_ids),
+                         "detections": len(results), **timings,
+                         "peak_memory_mb": (measure_peak_memory(checkpoint, images[0][1], mode, slicing)
+                                            if measure_memory else None)}
+            record = {"name": "capstone", "seed": seed, "quick": quick, "command": command,
+                      "slicing": asdict(slicing), "size_bins": SIZE_BINS, "images": len(images),
+                      "training_record": training["path"],
+                      "training": {run: {k: summary.get(k) for k in ("iterations", "train_seconds", "metrics")}
+                                   for run, summary in training["runs"].items()},
+                      "hardware": hardware_description(), "started_utc": started_utc,
+                      "duration_s": round(time.perf_counter() - started, 1),
+                      "complete": len(rows) == len(planned), "rows": dict(rows)}
+            temporary = path.with_suffix(".json.tmp")
+            temporary.write_text(json.dumps(record, indent=2))
+            temporary.replace(path)  # never a half-written file
+    finally:
+        torch.set_num_threads(threads)
+    record["path"] = str(path)
+    return record
+
