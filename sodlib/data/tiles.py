@@ -12,7 +12,7 @@ least one tile, and an object narrower than ``floor(o T) + 1`` pixels lies wholl
 each whole image is one more item (the detector's resize then shows it at a lower scale, as the SAHI paper's
 fine-tuning keeps the full images beside the patches). An object is kept in a tile when the part of its mask
 inside the tile holds at least ``min_area_ratio`` of its area (SAHI's ``slice_coco`` default, 0.1); its box,
-area and mask become those of that part.
+area and mask become those of that part (an object without a segmentation is its filled box).
 """
 from __future__ import annotations
 
@@ -132,6 +132,16 @@ class TiledDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.tiles) + (len(self.dataset) if self.settings.full_image else 0)
 
+    def _mask(self, index: int, annotation: dict) -> np.ndarray:
+        """The object's mask ``uint8 [H, W]``: its segmentation, or its box filled where it has none."""
+        if annotation.get("segmentation"):
+            return self.dataset.coco.annToMask(annotation)
+        info = self.dataset.image_info(index)
+        mask = np.zeros((int(info["height"]), int(info["width"])), np.uint8)
+        bx, by, bw, bh = annotation["bbox"]
+        mask[int(math.floor(by)):int(math.ceil(by + bh)), int(math.floor(bx)):int(math.ceil(bx + bw))] = 1
+        return mask
+
     def _object_masks(self, index: int, box: tuple[int, int, int, int]) -> tuple[list[dict], list[np.ndarray]]:
         """The annotations of image ``index`` whose boxes meet the tile, and each one's mask cut to the tile."""
         x1, y1, x2, y2 = box
@@ -141,7 +151,7 @@ class TiledDataset(torch.utils.data.Dataset):
             if bx >= x2 or by >= y2 or bx + bw <= x1 or by + bh <= y1:
                 continue
             kept.append(annotation)
-            cut.append(self.dataset.coco.annToMask(annotation)[y1:y2, x1:x2])
+            cut.append(self._mask(index, annotation)[y1:y2, x1:x2])
         return kept, cut
 
     def _tile(self, index: int, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, Target]:
@@ -167,8 +177,7 @@ class TiledDataset(torch.utils.data.Dataset):
             "tile": box,
         }
         if self.masks:
-            side = self.settings.size
-            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, side, side), np.uint8))
+            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, y2 - y1, x2 - x1), np.uint8))
         return image, target
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, Target]:

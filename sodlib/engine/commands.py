@@ -94,6 +94,32 @@ def _size_bins(values: list[str]) -> dict[str, tuple[float, float]]:
     return bins
 
 
+def _evaluate_results_file(args: argparse.Namespace, bins: dict[str, tuple[float, float]]) -> int:
+    """``evaluate --results FILE --annotations JSON``: the figures of detections made elsewhere (``predict``, SAHI)."""
+    from sodlib.data.coco import load_coco
+    from sodlib.eval import evaluate_results, per_category_ap, read_results, run_cocoeval
+
+    if args.annotations is None:
+        raise ValueError("--results needs --annotations: the COCO instances json of the images it was made on")
+    coco_gt = load_coco(args.annotations)
+    results = read_results(args.results)  # every record checked before scoring
+    image_ids = sorted({int(record["image_id"]) for record in results}) if args.only_predicted_images else None
+    cocoeval = run_cocoeval(coco_gt, results, size_bins=bins or None, image_ids=image_ids)
+    metrics = evaluate_results(coco_gt, results, size_bins=bins or None, image_ids=image_ids)
+    images = len(image_ids) if image_ids is not None else len(coco_gt.imgs)
+    print(f"{args.results}: {len(results)} detections on {images} images of {args.annotations}:")
+    print(format_metrics(metrics))
+    print("per category (-1: no object of the category in that bin):")
+    print(format_per_category(per_category_ap(cocoeval)))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"results": str(args.results), "annotations": str(args.annotations),
+                                                      "images": images, **metrics}, indent=2))
+        print(f"written: {out / 'metrics.json'}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -107,6 +133,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from sodlib.models import rebuild_model
 
     bins = _size_bins(args.size_bin)
+    if (args.checkpoint is None) == (args.results is None):
+        raise ValueError("give exactly one of --checkpoint (detect, then score) and --results (score a results json, "
+                         "e.g. from `python -m sodlib predict`)")
+    if args.results is not None:
+        return _evaluate_results_file(args, bins)
     if (args.annotations is None) != (args.images is None):
         raise ValueError("--annotations and --images go together (or use --split for the embedded dataset)")
     checkpoint_path = Path(args.checkpoint)
@@ -227,8 +258,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         train.add_argument(f"--{split}-images", default=None, metavar="DIR", help=f"the image folder of --{split}-annotations")
     train.set_defaults(func=_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="COCO AP / AR of a checkpoint, per size bin")
-    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint written by train (…/checkpoints/last.pt)")
+    evaluate = subparsers.add_parser("evaluate", help="COCO AP / AR of a checkpoint or of a results json, per size bin")
+    evaluate.add_argument("--checkpoint", default=None, help="a checkpoint written by train (…/checkpoints/last.pt)")
+    evaluate.add_argument("--results", default=None, metavar="JSON",
+                          help="instead of --checkpoint: a COCO results json to score (from predict or SAHI), with "
+                          "--annotations")
+    evaluate.add_argument("--only-predicted-images", action="store_true",
+                          help="with --results: score only the images the results name (default: every image)")
     evaluate.add_argument("--split", choices=["train", "val"], default="val", help="embedded split (default val)")
     evaluate.add_argument("--annotations", default=None, help="instead of --split: a COCO instances json")
     evaluate.add_argument("--images", default=None, help="with --annotations: the image folder")

@@ -13,7 +13,7 @@
   pooled from (:func:`recall_by_size`), EFPN's Fig. 1.
 """
 from sodlib.eval.coco_eval import (METRIC_NAMES, coco_results, evaluate_results, per_category_ap, precision_recall_by_bin,
-                                   run_cocoeval, summarize)
+                                   read_results, run_cocoeval, summarize)
 from sodlib.eval.error_analysis import ImageErrors, match_image
 from sodlib.eval.error_decomposition import ERROR_TYPES, error_decomposition
 from sodlib.eval.evaluate import bare_model, evaluate, predict, predict_one
@@ -36,6 +36,7 @@ __all__ = [
     "precision_recall_by_bin",
     "predict",
     "predict_one",
+    "read_results",
     "recall_by_size",
     "recall_by_size_from_predictions",
     "run_cocoeval",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ from pycocotools.cocoeval import COCOeval
 
 from sodlib.data.sizes import SIZE_BINS
 
-__all__ = ["METRIC_NAMES", "coco_results", "run_cocoeval", "summarize", "evaluate_results", "precision_recall_by_bin",
+__all__ = ["METRIC_NAMES", "coco_results", "read_results", "run_cocoeval", "summarize", "evaluate_results", "precision_recall_by_bin",
            "per_category_ap"]
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -104,6 +105,31 @@ def _results_coco(coco_gt: COCO, results: Sequence[Mapping]) -> COCO:
     check_result_ids(coco_gt, results)
     with contextlib.redirect_stdout(io.StringIO()):
         return coco_gt.loadRes(copy.deepcopy(list(results)))
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """A COCO results json (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``, what
+    ``python -m sodlib predict`` and SAHI write), every record checked; a malformed one is named with the fix."""
+    from sodlib.data.coco import read_json
+
+    records = read_json(path)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: a results json is a list of detections, not a {type(records).__name__}; fix: pass "
+                         "the file `python -m sodlib predict` wrote (an instances json is the --annotations)")
+    for index, record in enumerate(records):
+        missing = [key for key in ("image_id", "category_id", "bbox", "score")
+                   if not isinstance(record, dict) or key not in record]
+        if missing:
+            raise ValueError(f"{path}: detection {index} lacks {', '.join(missing)}; fix: every record needs "
+                             "image_id, category_id, bbox [x, y, w, h] and score")
+        bbox = record["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+                and bbox[2] >= 0 and bbox[3] >= 0):
+            raise ValueError(f"{path}: detection {index} has bbox={bbox!r}; fix: [x, y, width, height] in pixels, "
+                             "width and height >= 0")
+        if not isinstance(record["score"], (int, float)) or isinstance(record["score"], bool):
+            raise ValueError(f"{path}: detection {index} has score={record['score']!r}; fix: a number")
+    return records
 
 
 def check_result_ids(coco_gt: COCO, results: Sequence[Mapping]) -> None:
