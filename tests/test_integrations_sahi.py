@@ -256,3 +256,20 @@ def test_predict_and_evaluate_refuse_bad_inputs(trained, tmp_path, capsys):
     assert_refused(capsys, ["evaluate", "--results", str(bad)], "--results needs --annotations")
     assert_refused(capsys, ["evaluate", "--results", str(bad), "--checkpoint", str(run / "checkpoints" / "last.pt"),
                             "--annotations", str(annotations)], "exactly one of --checkpoint")
+
+
+def test_the_slicing_pictures_draw_the_grid_and_each_detectors_boxes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sodlib.data.tiles import tile_boxes
+    from sodlib.viz import plot_detections_compared, plot_tile_grid
+
+    image = _image_with_squares([(40, 40, 12)], size=(600, 800))
+    grid = plot_tile_grid(image, tile_boxes(600, 800, 200, 0.2), np.array([[40, 40, 52, 52]]))
+    assert len(grid.axes[0].patches) == len(tile_boxes(600, 800, 200, 0.2)) + 1
+    compared = plot_detections_compared(image, np.array([[40, 40, 52, 52]]),
+                                        {"whole": np.zeros((0, 4)), "sliced": np.array([[39, 39, 53, 53]])},
+                                        crop=(0, 0, 100, 100))
+    assert [len(ax.patches) for ax in compared.axes] == [1, 2]
+    assert compared.axes[1].get_title() == "sliced: 1 detections" and compared.axes[0].get_xlim() == (0, 100)

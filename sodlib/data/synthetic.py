@@ -46,11 +46,13 @@ pixels (COCO's own boxes are the polygon extent in floats; here the box is the m
 pixels agree). Crowd annotations use the same definitions on their RLE. Objects lie wholly inside the image.
 
 **Size mixes.** How large the objects are, how many an image holds and how often it holds a crowd is a
-:class:`SizeMix`, a parameter of :func:`generate_synthetic_coco` (and of :func:`render_image`). Two are defined:
+:class:`SizeMix`, a parameter of :func:`generate_synthetic_coco` (and of :func:`render_image`). Three are defined:
 :data:`COCO_LIKE_MIX`, the embedded dataset's, described below, and :data:`TINY_MIX`, the embedded tiny-object
 dataset's (:func:`embedded_tiny_dataset`: 640 px images where, as in the traffic signs of Tsinghua-Tencent 100K,
 nine objects in ten cover under 0.2 % of the image area: sides 3-28.6 px with probability 0.9, 28.6-90.5 px
-otherwise, 10 objects drawn per image on average, no crowds). Everything else (background, distractors,
+otherwise, 10 objects drawn per image on average, no crowds) and :data:`LARGE_MIX`, the embedded large-image
+dataset's (:func:`embedded_large_dataset`: 1600 px images, aerial-like, sides 4-16 px with probability 0.6 and
+16-32 px otherwise, 40 objects drawn per image on average, no crowds). Everything else (background, distractors,
 shapes, placement) is the same for every mix, and a mix changes no draw before the object count, so
 :data:`COCO_LIKE_MIX` draws exactly what the generator drew before mixes were a parameter.
 

@@ -5,9 +5,10 @@
   configuration into a run folder (see :mod:`sodlib.engine.runs`), on the config's data or your own COCO files;
   works under ``torchrun``.
 - ``evaluate --checkpoint runs/fast/checkpoints/last.pt [--split val | --annotations A --images DIR]
-  [--size-bin tiny=0,256] [--out DIR]``: COCO AP / AR of a checkpoint, with its results json.
+  [--size-bin tiny=0,256] [--out DIR]``: COCO AP / AR of a checkpoint, with its results json;
+  ``evaluate --results results.json --annotations A``: of a results json made elsewhere (``predict``, SAHI).
 - ``experiment NAME [--quick]``: a named experiment (:mod:`sodlib.engine.experiments`) whose results json goes
-  under ``notebooks/results/``.
+  under ``notebooks/results/``; modules above the engine add theirs to :data:`EXTRA_EXPERIMENTS` (``capstone``).
 """
 from __future__ import annotations
 
