@@ -104,7 +104,7 @@ def test_the_coco_like_mix_is_the_module_constants():
         synthetic.MEAN_OBJECTS_PER_IMAGE, synthetic.MAX_OBJECTS_PER_IMAGE, synthetic.CROWD_PROBABILITY)
     assert synthetic.side_ranges(512) == {"small": (4.0, 32.0), "medium": (32.0, 96.0), "large": (96.0, 256.0)}
     assert synthetic.side_ranges(128) == {"small": (4.0, 32.0), "medium": (32.0, 64.0)}
-    assert SIZE_MIXES == {"coco_like": COCO_LIKE_MIX, "tiny": TINY_MIX}
+    assert SIZE_MIXES == {"coco_like": COCO_LIKE_MIX, "tiny": TINY_MIX, "large": synthetic.LARGE_MIX}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,5 +300,6 @@ def test_run_configs_read_embedded_tiny(small_tiny_splits):
 @pytest.mark.parametrize("source", ["embeded_tiny:train", "embedded_tiny:test", "embedded-tiny:train", "tiny"])
 def test_run_configs_refuse_a_misspelt_source(source):
     with pytest.raises(ValueError, match=rf"\[data\] train='{source}': use one of 'embedded:train', 'embedded:val', "
-                                         r"'embedded_tiny:train', 'embedded_tiny:val', 'none'"):
+                                         r"'embedded_tiny:train', 'embedded_tiny:val', 'embedded_large:train', "
+                                         r"'embedded_large:val', 'none'"):
         data_paths({"data": {"train": source}})

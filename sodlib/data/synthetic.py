@@ -142,7 +142,7 @@ EMBEDDED_LARGE_SPLITS: dict[str, dict] = {
     "train": {"num_images": 120, "seed": 20},
     "val": {"num_images": 30, "seed": 21},
 }
-"""The embedded large-image dataset's splits (:func:`embedded_large_dataset`): few images, each with over a hundred
+"""The embedded large-image dataset's splits (:func:`embedded_large_dataset`): few images, each with about 40
 objects; seeds apart from the other sets'."""
 
 SIZE_BIN_PROBABILITIES: dict[str, float] = {"small": 0.4143, "medium": 0.3432, "large": 0.2424}
