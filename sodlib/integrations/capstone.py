@@ -20,7 +20,10 @@ Writes ``notebooks/results/capstone_seedS.json`` after every row (``"complete": 
 
     {"name", "seed", "slicing", "training": {run: {"iterations", "train_seconds"}}, "hardware", "complete",
      "rows": {row: {"run", "inference", "metrics", "errors", "ms_per_image", "tiles_per_image", "peak_memory_mb",
-                    "detections"}}}
+                    "detections"}},
+     "pictures": {"image_id", "file_name", "min_score", "rows": {row: [[x1, y1, x2, y2, score, category_id]]}}}
+
+(the pictures: the detections of :data:`PICTURE_ROWS` on the first validation image, scoring at least 0.1).
 """
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ from sodlib.engine.runs import hardware_description, load_run_config
 from sodlib.eval import error_decomposition, evaluate_results
 from sodlib.integrations.sahi import SliceSettings, detection_model_from_checkpoint, predict_images
 
-__all__ = ["TRAINING_EXPERIMENT", "INFERENCE_MODES", "SIZE_BINS", "inference_rows", "run_capstone",
-           "measure_peak_memory"]
+__all__ = ["TRAINING_EXPERIMENT", "INFERENCE_MODES", "SIZE_BINS", "PICTURE_ROWS", "inference_rows", "run_capstone",
+           "measure_peak_memory", "picture_detections"]
 
 TRAINING_EXPERIMENT = "capstone_training"
 SIZE_BINS = {"tiny": (0.0, 256.0)}
@@ -53,6 +56,9 @@ NATIVE_SIZE = 1600
 INFERENCE_MODES = ("full", "sliced", "native")
 """``full``: the whole image at the detector's input size; ``sliced``: SAHI's tiles and merge; ``native``: the whole
 image at :data:`NATIVE_SIZE` px (the embedded large images' own size)."""
+PICTURE_ROWS = ("baseline", "baseline_sliced", "combined_sliced")
+"""Rows whose detections on the first validation image the record keeps, for the notebook's picture."""
+PICTURE_MIN_SCORE = 0.1
 _NOT_DETECTORS = ("efpn_stage2",)  # a stage whose weights the next stage finishes; its detector is the baseline's
 
 
@@ -94,6 +100,13 @@ def _peak_memory_here(checkpoint: str, image: str, mode: str, slicing: dict) -> 
     detection_model = detection_model_from_checkpoint(checkpoint, model_options=_model_options(mode), device="cpu")
     settings = SliceSettings(**slicing) if mode == "sliced" else None
     return round(peak_resident_growth_mb(lambda: predict_image(detection_model, image, settings)), 1)
+
+
+def picture_detections(results: list[dict], image_id: int, min_score: float = PICTURE_MIN_SCORE) -> list[list[float]]:
+    """``[[x1, y1, x2, y2, score, category_id]]`` of one image's COCO results scoring at least ``min_score``."""
+    return [[*record["bbox"][:2], record["bbox"][0] + record["bbox"][2], record["bbox"][1] + record["bbox"][3],
+             record["score"], record["category_id"]]
+            for record in results if record["image_id"] == image_id and record["score"] >= min_score]
 
 
 def _val_images(coco_gt, image_folder: Path) -> list[tuple[int, Path]]:
@@ -149,6 +162,8 @@ def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings |
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows: dict[str, Any] = {}
+    pictures: dict[str, Any] = {"image_id": images[0][0], "file_name": Path(images[0][1]).name,
+                                "min_score": PICTURE_MIN_SCORE, "rows": {}}
     planned = inference_rows(list(training["runs"]))
     try:
         for row, (run, mode) in planned.items():
@@ -159,6 +174,8 @@ def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings |
             results = predict_images(detection_model, images, slicing if mode == "sliced" else None,
                                      progress=False, timings=timings)
             image_ids = [image_id for image_id, _ in images]
+            if row in PICTURE_ROWS:
+                pictures["rows"][row] = picture_detections(results, images[0][0])
             rows[row] = {"run": run, "inference": mode,
                          "metrics": evaluate_results(coco_gt, results, size_bins=SIZE_BINS, image_ids=image_ids),
                          "errors": error_decomposition(coco_gt, results, size_bins=SIZE_BINS, image_ids=image_ids),
@@ -167,12 +184,13 @@ def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings |
                                             if measure_memory else None)}
             record = {"name": "capstone", "seed": seed, "quick": quick, "command": command,
                       "slicing": asdict(slicing), "size_bins": SIZE_BINS, "images": len(images),
-                      "training_record": training["path"],
+                      "training_record": Path(training["path"]).name,  # beside this file
                       "training": {run: {k: summary.get(k) for k in ("iterations", "train_seconds", "metrics")}
                                    for run, summary in training["runs"].items()},
                       "hardware": hardware_description(), "started_utc": started_utc,
                       "duration_s": round(time.perf_counter() - started, 1),
-                      "complete": len(rows) == len(planned), "rows": dict(rows)}
+                      "complete": len(rows) == len(planned), "rows": dict(rows),
+                      "pictures": pictures}
             temporary = path.with_suffix(".json.tmp")
             temporary.write_text(json.dumps(record, indent=2))
             temporary.replace(path)  # never a half-written file

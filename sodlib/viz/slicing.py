@@ -37,15 +37,15 @@ def plot_tile_grid(image: np.ndarray, tiles: Sequence[Sequence[int]], boxes: np.
 def plot_detections_compared(image: np.ndarray, ground_truth: np.ndarray, detections: Mapping[str, np.ndarray], *,
                              crop: Sequence[int] | None = None, size: float = 5.0) -> Figure:
     """One panel per entry of ``detections`` (``{name: [D, 4] xyxy}``): the image (``uint8 [H, W, 3]``), its
-    ground truth in white and the detections in red; ``crop = (x1, y1, x2, y2)`` zooms in on one region."""
+    ground truth in green and the detections in red; ``crop = (x1, y1, x2, y2)`` zooms in on one region."""
     names = list(detections)
     figure, axes = plt.subplots(1, len(names), figsize=(size * len(names), size), squeeze=False)
     for ax, name in zip(axes[0], names):
         ax.imshow(image)
         for x1, y1, x2, y2 in np.asarray(ground_truth).reshape(-1, 4):
-            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=1.0))
+            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=1.4))
         for x1, y1, x2, y2 in np.asarray(detections[name]).reshape(-1, 4):
-            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.0))
+            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=1.4))
         if crop is not None:
             ax.set_xlim(crop[0], crop[2])
             ax.set_ylim(crop[3], crop[1])
