@@ -45,7 +45,7 @@ from sodlib.data.synthetic import embedded_files
 from sodlib.engine.experiments import EXPERIMENTS, configs_dir, default_results_dir, run_experiment
 from sodlib.engine.runs import hardware_description, load_run_config
 from sodlib.eval import error_decomposition, evaluate_results
-from sodlib.integrations.sahi import SliceSettings, detection_model_from_checkpoint, predict_images
+from sodlib.integrations.sahi import SliceSettings, check_images_fit, detection_model_from_checkpoint, predict_images
 
 __all__ = ["TRAINING_EXPERIMENT", "INFERENCE_MODES", "SIZE_BINS", "PICTURE_ROWS", "inference_rows", "run_capstone",
            "measure_peak_memory", "picture_detections"]
@@ -136,8 +136,6 @@ def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings |
     """Train (or reuse) the capstone's detectors for ``seed`` and evaluate every row (module docstring); writes
     and returns the record (with its ``path``). ``quick`` trains a few steps and evaluates three images (the
     pipeline's check; its numbers mean nothing) and writes ``capstone_seedS_quick.json``."""
-    from PIL import Image
-
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
     slicing = slicing if slicing is not None else SliceSettings()
@@ -149,12 +147,7 @@ def run_capstone(seed: int = 0, *, quick: bool = False, slicing: SliceSettings |
     images = _val_images(coco_gt, Path(image_folder))
     if quick:
         images = images[:3]
-    for image_id, path in images:  # a tile larger than an image is refused before any training
-        with Image.open(path) as opened:
-            try:
-                slicing.tiles_for(opened.height, opened.width)
-            except ValueError as error:
-                raise ValueError(f"validation image {image_id} ({path}): {error}") from None
+    check_images_fit(images, slicing)  # a tile larger than an image is refused before any training
     started, started_utc = time.perf_counter(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     training = _training(seed, quick, out, Path(runs_root) if runs_root is not None else None, command)
     tag = f"capstone_seed{seed}" + ("_quick" if quick else "")

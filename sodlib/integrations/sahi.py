@@ -46,7 +46,7 @@ from sodlib.data.tiles import check_tiling, tile_count
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SodlibDetectionModel", "SliceSettings", "detection_model_from_checkpoint", "predict_image",
+__all__ = ["SodlibDetectionModel", "SliceSettings", "detection_model_from_checkpoint", "predict_image", "check_images_fit",
            "predict_images", "object_predictions_to_coco", "MERGE_TYPES", "MATCH_METRICS"]
 
 MERGE_TYPES = ("GREEDYNMM", "NMM", "NMS")
@@ -224,6 +224,24 @@ def object_predictions_to_coco(predictions: Sequence[ObjectPrediction], image_id
     return records
 
 
+def check_images_fit(images: Sequence[tuple[int, str | os.PathLike]],
+                     slicing: SliceSettings | None) -> list[tuple[int, int]]:
+    """``[(height, width)]`` of ``images`` (``[(image_id, path)]``), read from their headers; a missing file, or
+    (with ``slicing``) an image smaller than the tile, is refused naming the image."""
+    sizes = []
+    for image_id, path in images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image id {image_id}: {path} does not exist")
+        with Image.open(path) as opened:
+            sizes.append((opened.height, opened.width))
+        if slicing is not None:
+            try:
+                slicing.tiles_for(*sizes[-1])
+            except ValueError as error:
+                raise ValueError(f"image id {image_id} ({path}): {error}") from None
+    return sizes
+
+
 def predict_images(detection_model: SodlibDetectionModel, images: Sequence[tuple[int, str | os.PathLike]],
                    slicing: SliceSettings | None = None, *, progress: bool = True,
                    timings: dict | None = None) -> list[dict]:
@@ -233,18 +251,7 @@ def predict_images(detection_model: SodlibDetectionModel, images: Sequence[tuple
     ``timings`` receives ``ms_per_image`` (reading, slicing, detection and merging) and ``tiles_per_image``."""
     from tqdm.auto import tqdm
 
-    sizes = []
-    for image_id, path in images:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"image id {image_id}: {path} does not exist")
-        with Image.open(path) as opened:
-            sizes.append((opened.height, opened.width))
-    if slicing is not None:
-        for (image_id, path), (height, width) in zip(images, sizes):
-            try:
-                slicing.tiles_for(height, width)
-            except ValueError as error:
-                raise ValueError(f"image id {image_id} ({path}): {error}") from None
+    sizes = check_images_fit(images, slicing)
     records: list[dict] = []
     started = time.perf_counter()
     for image_id, path in tqdm(images, desc="sliced inference" if slicing else "inference", unit="img",
