@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 from pathlib import Path
@@ -119,14 +120,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _capstone(args: argparse.Namespace, command: str) -> int:
+def _capstone(benchmark: str, args: argparse.Namespace, command: str) -> int:
     _needs_sahi()
     from sodlib.integrations.capstone import run_capstone
 
     if args.set:
-        raise ValueError("experiment 'capstone' takes no --set (its schedule is fixed; use `train` for others)")
-    record = run_capstone(args.seed or 0, quick=args.quick, results_dir=args.results_dir, command=command)
-    print(f"capstone: {record['duration_s']:.1f} s; written {record['path']}")
+        raise ValueError(f"experiment {benchmark!r} takes no --set (its schedule is fixed; use `train` for others)")
+    record = run_capstone(args.seed or 0, benchmark=benchmark, quick=args.quick, results_dir=args.results_dir,
+                          command=command)
+    print(f"{benchmark}: {record['duration_s']:.1f} s; written {record['path']}")
     for row, values in record["rows"].items():
         metrics = values["metrics"]
         print(f"{row:22s} AP {metrics['AP']:.3f}  AP_S {metrics['APs']:.3f}  AR_S {metrics['ARs']:.3f}  "
@@ -166,4 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     EXTRA_EXPERIMENTS["capstone"] = (
         "every remedy of the course on the embedded large-image data, each with whole-image and sliced (SAHI) "
         "inference: AP, AP_S, AR_S, AP of the tiny bin, error decomposition, ms per image, peak memory "
-        "(trains experiment capstone_training's runs first)", _capstone)
+        "(trains experiment capstone_training's runs first)", functools.partial(_capstone, "capstone"))
+    EXTRA_EXPERIMENTS["capstone_tiny"] = (
+        "the capstone on the embedded tiny-object data (640 px images, 320 px tiles at a 448 px input) "
+        "(trains experiment capstone_tiny_training's runs first)", functools.partial(_capstone, "capstone_tiny"))
