@@ -32,6 +32,8 @@ SR_TRIMMED = "06_super_resolution_explorer.ipynb"
 EFPN_NOTEBOOK = "07_efpn.ipynb"
 EFPN_TRIMMED = "07_efpn_explorer.ipynb"
 SCREENSHOTS = ROOT / "runs" / "screenshots"
+# Run-all takes about 45 s for notebook 02 on an idle 2-core machine; the other pytest worker shares those cores.
+RUN_ALL_TIMEOUT = 600
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1400,1000"]
@@ -52,15 +54,17 @@ def load_lab_script():
     return module
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``condition()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5, describe=None):
+    """Poll ``condition()`` until it returns something truthy; fail naming ``what`` after ``timeout`` s, with
+    ``describe()`` (what the page shows) appended when given."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            state = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{state}")
         time.sleep(interval)
 
 
@@ -89,6 +93,7 @@ def lab(tmp_path, monkeypatch):
     efpn = json.loads((ROOT / "notebooks" / EFPN_NOTEBOOK).read_text())
     (served / EFPN_TRIMMED).write_text(json.dumps(explorer_cells_only(efpn, "level_explorer(")))
     monkeypatch.setenv("SODLIB_FAST", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per kernel: the other pytest worker has the other core
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel must keep matplotlib's inline backend
     port, token = lab_script.free_port(), secrets.token_hex(16)
     server = lab_script.start_lab(port, token, root=served)  # the copies, never the committed files
@@ -187,14 +192,25 @@ def open_and_run_all(driver, url: str, token: str, notebook: str, explorers: int
     wait_for(lambda: not explorer_images(driver), 30, "the stored outputs to clear")
     run_menu_command(driver, "Run", ("runmenu:run-all", "notebook:run-all-cells"))
 
-    def explorers_drawn():
-        busy = [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-InputArea-prompt") if "*" in p.text]
-        return len(explorer_images(driver)) >= explorers and not busy
+    def busy_prompts():
+        return [p for p in driver.find_elements(By.CSS_SELECTOR, ".jp-InputArea-prompt") if "*" in p.text]
 
-    wait_for(explorers_drawn, 300, f"{notebook} to run and {explorers} explorer(s) to draw", interval=2.0)
-    errors = driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText")
-    tracebacks = [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
-    assert not tracebacks, tracebacks[0][-2000:]
+    def tracebacks():
+        errors = driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr'] .jp-RenderedText")
+        return [e.text for e in errors if "Traceback" in e.text or "Error" in e.text]
+
+    def explorers_drawn():
+        return len(explorer_images(driver)) >= explorers and not busy_prompts()
+
+    def page_state():
+        errors = tracebacks()
+        return (f"{len(explorer_images(driver))} explorer figure(s) drawn, {len(busy_prompts())} cell(s) still queued "
+                f"or running" + (f", first error: {errors[0][-1500:]}" if errors else ", no error shown"))
+
+    wait_for(explorers_drawn, RUN_ALL_TIMEOUT, f"{notebook} to run and {explorers} explorer(s) to draw", interval=2.0,
+             describe=page_state)
+    errors = tracebacks()
+    assert not errors, errors[0][-2000:]
 
 
 def slider_labelled(driver, label: str):
